@@ -1,0 +1,23 @@
+#include "config/config.h"
+
+namespace sluice::config {
+
+std::string Diagnostic::str() const {
+  std::string out = file;
+  if (mark.line > 0) {
+    out += ':' + std::to_string(mark.line) + ':' + std::to_string(mark.col);
+  }
+  out += ": ";
+  if (severity == Severity::Warning) out += "warning: ";
+  out += message;
+  return out;
+}
+
+const Upstream* Config::find_upstream(std::string_view name) const {
+  for (const Upstream& upstream : upstreams) {
+    if (upstream.name == name) return &upstream;
+  }
+  return nullptr;
+}
+
+}  // namespace sluice::config

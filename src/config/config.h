@@ -1,0 +1,181 @@
+// The configuration as the user wrote it, after loading and validation (SPEC.md section 2).
+//
+//   auto loaded = config::load_file("sluice.yaml");
+//   for (auto& d : loaded.diagnostics) std::cerr << d.str() << "\n";   // FILE:LINE:COL: message
+//   if (!loaded.ok()) return 2;
+//   const config::Config& cfg = *loaded.config;
+//
+// Plain data with defaults filled in; nothing here touches the network. The compiled, immutable
+// form the workers use is config::Snapshot (snapshot.h).
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "core/duration.h"
+
+namespace sluice::config {
+
+struct Mark {
+  int line = 0;  // 1-based; 0 = unknown
+  int col = 0;   // 1-based
+};
+
+struct Diagnostic {
+  enum class Severity { Error, Warning };
+  Severity severity = Severity::Error;
+  std::string file;
+  Mark mark;
+  std::string message;
+
+  // "FILE:LINE:COL: message" for errors, "FILE:LINE:COL: warning: message" for warnings.
+  std::string str() const;
+};
+
+struct Limits {
+  Duration header_timeout = std::chrono::seconds(10);
+  Duration idle_timeout = std::chrono::seconds(75);
+  Duration request_body_timeout = std::chrono::seconds(60);
+  uint64_t max_request_line = 8 * 1024;
+  uint64_t max_header_bytes = 32 * 1024;
+  uint64_t max_headers = 100;
+  uint64_t max_body = 10 * 1024 * 1024;
+};
+
+struct Log {
+  std::string access = "stdout";       // stdout | stderr | off | a file path (made absolute)
+  std::string access_format = "json";  // json | combined
+  std::string error = "stderr";        // stdout | stderr | off | a file path
+  std::string level = "info";          // debug | info | warn | error
+};
+
+struct Listener {
+  std::string name;  // defaults to "listener<N>" / "default" for the top-level `listen:`
+  std::string host;  // IP literal ("0.0.0.0", "127.0.0.1", "::")
+  uint16_t port = 0;
+  std::string protocol = "http";
+  Limits limits;  // top-level limits with this listener's overrides applied
+  Mark mark;
+};
+
+struct Target {
+  std::string address;  // as written, e.g. "127.0.0.1:9001" (the admin API names targets by it)
+  std::string host;     // IP literal or hostname
+  uint16_t port = 0;
+  uint32_t weight = 1;
+  Mark mark;
+};
+
+struct Timeouts {
+  Duration connect = std::chrono::seconds(1);
+  Duration request = std::chrono::seconds(30);
+  Duration idle = std::chrono::seconds(60);
+};
+
+struct Upstream {
+  std::string name;
+  std::vector<Target> targets;
+  std::string balance = "round_robin";
+  std::string protocol = "http1";
+  Duration dns_ttl = std::chrono::seconds(30);
+  Timeouts timeouts;
+  Mark mark;
+};
+
+// A header or query predicate of a route's `match:`.
+struct ValueMatch {
+  enum class Kind { Exact, Present, Regex };
+  std::string name;  // header names are stored lower-case
+  Kind kind = Kind::Exact;
+  std::string value;  // exact text, or the RE2 pattern without the leading "~"
+};
+
+struct Match {
+  std::vector<std::string> hosts;  // lower-case; "*.example.org" wildcards; empty = any host
+  enum class PathKind { Any, Prefix, Exact, Regex, Template };
+  PathKind path_kind = PathKind::Any;
+  std::string path;                  // prefix, exact path, RE2 pattern or template "/u/{id}"
+  std::vector<std::string> methods;  // upper-case; empty = any
+  std::vector<ValueMatch> headers;
+  std::vector<ValueMatch> query;
+};
+
+struct Respond {
+  int status = 200;
+  std::string body;
+  std::vector<std::pair<std::string, std::string>> headers;
+};
+
+struct Redirect {
+  std::string to;
+  int status = 301;
+};
+
+struct SplitEntry {
+  std::string upstream;
+  uint32_t weight = 1;
+};
+
+struct Rewrite {
+  enum class Kind { None, StripPrefix, Prefix, Regex };
+  Kind kind = Kind::None;
+  std::string prefix;   // for Prefix: prepended to the path
+  std::string regex;    // for Regex: RE2 pattern applied to the path
+  std::string replace;  // for Regex: replacement, \1..\9 for groups
+};
+
+struct HeaderOps {
+  std::vector<std::pair<std::string, std::string>> set;  // names lower-case
+  std::vector<std::string> remove;                       // names lower-case
+};
+
+struct Route {
+  std::string name;  // defaults to "route<N>" (0-based index)
+  Match match;
+  enum class Action { Upstream, Split, Respond, Redirect };
+  Action action = Action::Upstream;
+  std::string upstream;
+  std::vector<SplitEntry> split;
+  Respond respond;
+  Redirect redirect;
+  Rewrite rewrite;
+  HeaderOps request_headers;
+  HeaderOps response_headers;
+  std::optional<Duration> timeout;  // overrides the upstream's request timeout
+  Mark mark;
+};
+
+struct Config {
+  std::string file;  // path it was loaded from ("<string>" for load_string)
+  int workers = 0;   // 0 = auto (CPU cores)
+  Duration shutdown_timeout = std::chrono::seconds(30);
+  Log log;
+  Limits limits;
+  std::vector<Listener> listeners;
+  std::vector<Upstream> upstreams;  // in file order
+  std::vector<Route> routes;        // in file order: first match wins
+
+  const Upstream* find_upstream(std::string_view name) const;
+};
+
+struct LoadResult {
+  std::optional<Config> config;  // set only when there is no error (warnings allowed)
+  std::vector<Diagnostic> diagnostics;
+  bool ok() const { return config.has_value(); }
+};
+
+// Loads, substitutes ${ENV}, validates every key and reference; reports every error at once.
+LoadResult load_file(const std::string& path);
+// `file_name` is used in diagnostics; relative paths resolve against `base_dir`.
+LoadResult load_string(const std::string& yaml, const std::string& file_name,
+                       const std::string& base_dir = ".");
+
+// "250ms" "10s" "5m" "1h" -> Duration; "512" "64KiB" "10MiB" -> bytes. nullopt when malformed.
+std::optional<Duration> parse_duration(std::string_view text);
+std::optional<uint64_t> parse_size(std::string_view text);
+
+}  // namespace sluice::config

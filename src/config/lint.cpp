@@ -1,0 +1,111 @@
+#include "config/lint.h"
+
+#include <algorithm>
+#include <set>
+#include <string_view>
+
+namespace sluice::config {
+
+namespace {
+
+// Whether prefix `prefix` (matched on a segment boundary, SPEC.md: "/products" matches
+// "/products/1", not "/productsX") matches every path that starts with `path`.
+bool segment_prefix(std::string_view prefix, std::string_view path) {
+  if (!path.starts_with(prefix)) return false;
+  return path.size() == prefix.size() || prefix.ends_with('/') || path[prefix.size()] == '/';
+}
+
+// An empty list means "any". The earlier list covers the later one when every value the later
+// route accepts is literally listed by the earlier one.
+bool covers_values(const std::vector<std::string>& earlier, const std::vector<std::string>& later) {
+  if (earlier.empty()) return true;
+  if (later.empty()) return false;
+  return std::all_of(later.begin(), later.end(), [&](const std::string& value) {
+    return std::find(earlier.begin(), earlier.end(), value) != earlier.end();
+  });
+}
+
+// Header/query predicates are ANDed: the earlier route accepts everything the later one does when
+// each earlier predicate is also a predicate of the later route.
+bool covers_predicates(const std::vector<ValueMatch>& earlier,
+                       const std::vector<ValueMatch>& later) {
+  return std::all_of(earlier.begin(), earlier.end(), [&](const ValueMatch& e) {
+    return std::any_of(later.begin(), later.end(), [&](const ValueMatch& l) {
+      return e.name == l.name && e.kind == l.kind && e.value == l.value;
+    });
+  });
+}
+
+bool covers_path(const Match& earlier, const Match& later) {
+  using Kind = Match::PathKind;
+  switch (earlier.path_kind) {
+    case Kind::Any:
+      return true;
+    case Kind::Prefix:
+      if (later.path_kind == Kind::Prefix || later.path_kind == Kind::Exact) {
+        return segment_prefix(earlier.path, later.path);
+      }
+      if (later.path_kind == Kind::Template) {
+        return segment_prefix(earlier.path, template_literal_start(later.path));
+      }
+      return false;  // a regex can match anything: stay silent
+    case Kind::Exact:
+      return later.path_kind == Kind::Exact && later.path == earlier.path;
+    case Kind::Regex:
+    case Kind::Template:
+      return false;
+  }
+  return false;
+}
+
+// Conservative: true only when every request `later` matches is certainly matched by `earlier`.
+bool covers(const Match& earlier, const Match& later) {
+  return covers_values(earlier.hosts, later.hosts) &&
+         covers_values(earlier.methods, later.methods) &&
+         covers_predicates(earlier.headers, later.headers) &&
+         covers_predicates(earlier.query, later.query) && covers_path(earlier, later);
+}
+
+Diagnostic warning(const Config& config, Mark mark, std::string message) {
+  return Diagnostic{Diagnostic::Severity::Warning, config.file, mark, std::move(message)};
+}
+
+}  // namespace
+
+std::string template_literal_start(const std::string& path_template) {
+  size_t brace = path_template.find('{');
+  if (brace == std::string::npos) return path_template;
+  size_t slash = path_template.rfind('/', brace);
+  return path_template.substr(0, slash == std::string::npos ? 0 : slash + 1);
+}
+
+std::vector<Diagnostic> lint(const Config& config) {
+  std::vector<Diagnostic> out;
+
+  std::set<std::string_view> used;
+  for (const Route& route : config.routes) {
+    if (!route.upstream.empty()) used.insert(route.upstream);
+    for (const SplitEntry& entry : route.split) used.insert(entry.upstream);
+  }
+  for (const Upstream& upstream : config.upstreams) {
+    if (!used.contains(upstream.name)) {
+      out.push_back(warning(config, upstream.mark,
+                            "upstream '" + upstream.name + "' is not used by any route"));
+    }
+  }
+
+  for (size_t later = 0; later < config.routes.size(); ++later) {
+    for (size_t earlier = 0; earlier < later; ++earlier) {
+      if (!covers(config.routes[earlier].match, config.routes[later].match)) continue;
+      const Route& shadow = config.routes[earlier];
+      out.push_back(warning(config, config.routes[later].mark,
+                            "route '" + config.routes[later].name + "' can never match: route '" +
+                                shadow.name + "' (line " + std::to_string(shadow.mark.line) +
+                                ") matches every request it would"));
+      break;
+    }
+  }
+  return out;
+}
+
+}  // namespace sluice::config

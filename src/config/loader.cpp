@@ -1,0 +1,1261 @@
+// YAML -> config::Config, with every error reported at its file:line:col (SPEC.md section 2).
+//
+// The loader walks the document once, section by section, and never stops at the first problem:
+// a bad value is reported and skipped, and the walk continues with its siblings. Only a YAML
+// syntax error ends the load early (there is no tree to walk).
+//
+// Keys come in three kinds per map (the tables below): supported; documented in SPEC.md but not
+// implemented in this version (an error saying so, at the key); and unknown (an error with a
+// "did you mean" hint). Maps whose keys are user data (upstream names, header names) are read
+// with entries() instead and take any key.
+#include <fcntl.h>
+#include <re2/re2.h>
+#include <unistd.h>
+#include <yaml-cpp/yaml.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
+#include <set>
+#include <span>
+
+#include "config/config.h"
+#include "config/lint.h"
+#include "config/values.h"
+
+namespace sluice::config {
+
+namespace {
+
+using Keys = std::span<const std::string_view>;
+
+struct Schema {
+  std::string_view context;  // completes "unknown key 'x' ...": "at the top level", "in a route"
+  Keys supported;
+  Keys unsupported;  // documented in SPEC.md, not implemented in this version yet
+};
+
+constexpr std::string_view k_top_keys[] = {"listen", "workers",   "shutdown_timeout", "log",
+                                           "limits", "listeners", "upstreams",        "routes"};
+constexpr std::string_view k_top_later[] = {"admin",       "consumers", "auth",
+                                            "rate_limits", "cache",     "mqtt"};
+constexpr Schema k_top{"at the top level", k_top_keys, k_top_later};
+
+constexpr std::string_view k_log_keys[] = {"access", "access_format", "error", "level"};
+constexpr Schema k_log{"in 'log'", k_log_keys, {}};
+
+constexpr std::string_view k_limits_keys[] = {
+    "header_timeout",   "idle_timeout",     "request_body_timeout",
+    "max_request_line", "max_header_bytes", "max_headers",
+    "max_body"};
+constexpr Schema k_limits{"in 'limits'", k_limits_keys, {}};
+
+constexpr std::string_view k_listener_keys[] = {"name", "listen", "protocol", "limits"};
+constexpr std::string_view k_listener_later[] = {"http2", "tls", "redirect_to_https",
+                                                 "proxy_protocol", "upstream"};
+constexpr Schema k_listener{"in a listener", k_listener_keys, k_listener_later};
+
+constexpr std::string_view k_upstream_keys[] = {"targets", "balance", "protocol", "dns_ttl",
+                                                "timeouts"};
+constexpr std::string_view k_upstream_later[] = {
+    "hash_on", "sticky",          "health_check", "outlier",       "retries",
+    "tls",     "max_connections", "max_pending",  "proxy_protocol"};
+constexpr Schema k_upstream{"in an upstream", k_upstream_keys, k_upstream_later};
+
+constexpr std::string_view k_target_keys[] = {"address", "weight"};
+constexpr Schema k_target{"in a target", k_target_keys, {}};
+
+constexpr std::string_view k_timeouts_keys[] = {"connect", "request", "idle"};
+constexpr Schema k_timeouts{"in 'timeouts'", k_timeouts_keys, {}};
+
+constexpr std::string_view k_route_keys[] = {"name",     "match",   "upstream", "split",  "respond",
+                                             "redirect", "rewrite", "headers",  "timeout"};
+constexpr std::string_view k_route_later[] = {
+    "auth", "allow",     "deny",      "rate_limit",       "cache",
+    "cors", "transform", "websocket", "websocket_bridge", "compress"};
+constexpr Schema k_route{"in a route", k_route_keys, k_route_later};
+constexpr std::string_view k_route_actions[] = {"upstream", "split", "respond", "redirect"};
+
+constexpr std::string_view k_match_keys[] = {"host",    "path",    "path_exact", "path_regex",
+                                             "methods", "headers", "query"};
+constexpr Schema k_match{"in 'match'", k_match_keys, {}};
+constexpr std::string_view k_path_keys[] = {"path", "path_exact", "path_regex"};
+
+constexpr std::string_view k_split_keys[] = {"upstream", "weight"};
+constexpr Schema k_split{"in a split entry", k_split_keys, {}};
+
+constexpr std::string_view k_respond_keys[] = {"status", "body", "headers"};
+constexpr Schema k_respond{"in 'respond'", k_respond_keys, {}};
+
+constexpr std::string_view k_redirect_keys[] = {"to", "status"};
+constexpr Schema k_redirect{"in 'redirect'", k_redirect_keys, {}};
+
+constexpr std::string_view k_rewrite_keys[] = {"strip_prefix", "prefix", "regex", "replace"};
+constexpr Schema k_rewrite{"in 'rewrite'", k_rewrite_keys, {}};
+
+constexpr std::string_view k_route_headers_keys[] = {"request", "response"};
+constexpr Schema k_route_headers{"in a route's 'headers'", k_route_headers_keys, {}};
+
+constexpr std::string_view k_header_ops_keys[] = {"set", "remove"};
+constexpr Schema k_header_ops{"in a header operation", k_header_ops_keys, {}};
+
+// Enumerated values: accepted now / documented but not implemented yet.
+constexpr std::string_view k_log_levels[] = {"debug", "info", "warn", "error"};
+constexpr std::string_view k_access_formats[] = {"json", "combined"};
+constexpr std::string_view k_listener_protocols[] = {"http"};
+constexpr std::string_view k_listener_protocols_later[] = {"tcp", "udp", "mqtt"};
+constexpr std::string_view k_balances[] = {"round_robin"};
+constexpr std::string_view k_balances_later[] = {"least_conn", "p2c", "ring_hash", "maglev",
+                                                 "random"};
+constexpr std::string_view k_upstream_protocols[] = {"http1"};
+constexpr std::string_view k_upstream_protocols_later[] = {"http2", "h2c"};
+
+constexpr uint32_t k_max_weight = 1'000'000;
+constexpr int k_max_workers = 1024;
+
+// A user-written string inside a message: quoted, control bytes escaped, long text shortened so
+// one pasted blob cannot flood the terminal.
+std::string quote(std::string_view text) {
+  constexpr size_t k_max = 80;
+  std::string out = "'";
+  for (size_t i = 0; i < text.size() && i < k_max; ++i) {
+    auto c = static_cast<unsigned char>(text[i]);
+    if (c < 0x20 || c == 0x7f) {
+      static constexpr char k_hex[] = "0123456789abcdef";
+      out += "\\x";
+      out += k_hex[c >> 4];
+      out += k_hex[c & 0xf];
+    } else {
+      out += static_cast<char>(c);
+    }
+  }
+  if (text.size() > k_max) out += "...";
+  out += "'";
+  return out;
+}
+
+// "a, b or c"
+std::string one_of(Keys values) {
+  std::string out;
+  for (size_t i = 0; i < values.size(); ++i) {
+    if (i > 0) out += i + 1 == values.size() ? " or " : ", ";
+    out += values[i];
+  }
+  return out;
+}
+
+bool contains(Keys keys, std::string_view key) {
+  return std::find(keys.begin(), keys.end(), key) != keys.end();
+}
+
+Mark to_mark(const YAML::Mark& mark) {
+  if (mark.is_null() || mark.line < 0 || mark.column < 0) return {};
+  return {mark.line + 1, mark.column + 1};
+}
+
+std::string describe(const YAML::Node& node) {
+  switch (node.Type()) {
+    case YAML::NodeType::Map:
+      return "a map";
+    case YAML::NodeType::Sequence:
+      return "a list";
+    case YAML::NodeType::Scalar:
+      return quote(node.Scalar());
+    default:
+      return "nothing";
+  }
+}
+
+// A node to read plus how to point at it and name it in messages.
+struct Value {
+  YAML::Node node;
+  Mark mark;         // the node's position; its key's for an implicit null (`key:` and nothing)
+  std::string what;  // "'workers'", "a method"
+};
+
+struct Field {
+  std::string key;
+  Mark key_mark;
+  Value value;
+};
+
+struct Fields {
+  std::vector<Field> list;  // supported keys only, in file order
+
+  const Field* get(std::string_view key) const {
+    for (const Field& field : list) {
+      if (field.key == key) return &field;
+    }
+    return nullptr;
+  }
+};
+
+class Loader {
+ public:
+  Loader(std::string file, std::string base_dir)
+      : file_(std::move(file)), base_dir_(std::move(base_dir)) {
+    config_.file = file_;
+  }
+
+  LoadResult load(const std::string& yaml) {
+    try {
+      load_document(yaml);
+    } catch (const YAML::Exception& e) {
+      // Parse errors are caught in load_document; this is yaml-cpp failing on a tree it built.
+      error(to_mark(e.mark), "YAML error: " + e.msg);
+    } catch (const std::exception& e) {
+      error(Mark{}, std::string("internal error while loading: ") + e.what());
+    }
+    return finish();
+  }
+
+ private:
+  void error(Mark at, std::string message) {
+    ++errors_;
+    diagnostics_.push_back({Diagnostic::Severity::Error, file_, at, std::move(message)});
+  }
+
+  // ---- Generic readers -------------------------------------------------------------------
+
+  Mark mark_of(const YAML::Node& node, Mark fallback) const {
+    Mark mark = to_mark(node.Mark());
+    if (mark.line == 0 || node.IsNull()) return fallback.line > 0 ? fallback : mark;
+    return mark;
+  }
+
+  Value item(const YAML::Node& node, Mark fallback, std::string what) const {
+    return Value{node, mark_of(node, fallback), std::move(what)};
+  }
+
+  void type_error(const Value& v, std::string_view expected) {
+    error(v.mark, v.what + " must be " + std::string(expected) + ", got " + describe(v.node));
+  }
+
+  // The keys of a map, checked against `schema`. A null node is an empty map. nullopt (after an
+  // error) when the node is not a map.
+  std::optional<Fields> fields(const Value& v, const Schema& schema) {
+    if (v.node.IsNull()) return Fields{};
+    if (!v.node.IsMap()) {
+      type_error(v, "a map");
+      return std::nullopt;
+    }
+    Fields out;
+    std::set<std::string> seen;
+    for (auto it = v.node.begin(); it != v.node.end(); ++it) {
+      Mark key_mark = mark_of(it->first, v.mark);
+      if (!it->first.IsScalar()) {
+        error(key_mark, "a key " + std::string(schema.context) + " must be a string, got " +
+                            describe(it->first));
+        continue;
+      }
+      const std::string& key = it->first.Scalar();
+      if (!seen.insert(key).second) {
+        error(key_mark, "duplicate key " + quote(key));
+        continue;
+      }
+      if (contains(schema.supported, key)) {
+        out.list.push_back({key, key_mark, item(it->second, key_mark, quote(key))});
+      } else if (contains(schema.unsupported, key)) {
+        error(key_mark, quote(key) + " is not supported in this version yet");
+      } else {
+        std::vector<std::string_view> candidates(schema.supported.begin(), schema.supported.end());
+        candidates.insert(candidates.end(), schema.unsupported.begin(), schema.unsupported.end());
+        error(key_mark, "unknown key " + quote(key) + " " + std::string(schema.context) +
+                            did_you_mean(closest(key, candidates)));
+      }
+    }
+    return out;
+  }
+
+  struct Entry {
+    std::string key;
+    Mark key_mark;
+    Value value;
+  };
+
+  // A map whose keys are user data (names), each one a string and unique.
+  std::vector<Entry> entries(const Value& v, std::string_view value_what) {
+    std::vector<Entry> out;
+    if (v.node.IsNull()) return out;
+    if (!v.node.IsMap()) {
+      type_error(v, "a map");
+      return out;
+    }
+    std::set<std::string> seen;
+    for (auto it = v.node.begin(); it != v.node.end(); ++it) {
+      Mark key_mark = mark_of(it->first, v.mark);
+      if (!it->first.IsScalar()) {
+        error(key_mark, "a key in " + v.what + " must be a string, got " + describe(it->first));
+        continue;
+      }
+      const std::string& key = it->first.Scalar();
+      if (!seen.insert(key).second) {
+        error(key_mark, "duplicate key " + quote(key) + " in " + v.what);
+        continue;
+      }
+      out.push_back(
+          {key, key_mark, item(it->second, key_mark, std::string(value_what) + " " + quote(key))});
+    }
+    return out;
+  }
+
+  // The items of a list; a null node is an empty list.
+  std::optional<std::vector<YAML::Node>> list(const Value& v) {
+    if (v.node.IsNull()) return std::vector<YAML::Node>{};
+    if (!v.node.IsSequence()) {
+      type_error(v, "a list");
+      return std::nullopt;
+    }
+    std::vector<YAML::Node> out;
+    for (auto it = v.node.begin(); it != v.node.end(); ++it) out.push_back(*it);
+    return out;
+  }
+
+  // A scalar with ${ENV} substituted.
+  std::optional<std::string> scalar(const Value& v, std::string_view expected = "a string") {
+    if (!v.node.IsScalar()) {
+      type_error(v, expected);
+      return std::nullopt;
+    }
+    std::string unset;
+    auto text = substitute_env(v.node.Scalar(), unset);
+    if (!text) error(v.mark, "environment variable " + quote(unset) + " is not set");
+    return text;
+  }
+
+  // One string, or a list of them: `host: a` and `host: [a, b]` are both fine.
+  std::vector<std::pair<std::string, Mark>> string_or_list(const Value& v,
+                                                           const std::string& item_what) {
+    std::vector<std::pair<std::string, Mark>> out;
+    if (v.node.IsSequence()) {
+      for (auto it = v.node.begin(); it != v.node.end(); ++it) {
+        Value one = item(*it, v.mark, item_what);
+        if (auto text = scalar(one)) out.emplace_back(std::move(*text), one.mark);
+      }
+    } else if (v.node.IsScalar()) {
+      if (auto text = scalar(v)) out.emplace_back(std::move(*text), v.mark);
+    } else {
+      type_error(v, "a string or a list of strings");
+    }
+    return out;
+  }
+
+  std::optional<uint64_t> integer(const Value& v, uint64_t min, uint64_t max) {
+    std::string range = "an integer from " + std::to_string(min) + " to " + std::to_string(max);
+    auto text = scalar(v, range);
+    if (!text) return std::nullopt;
+    auto number = parse_uint(*text);
+    if (!number || *number < min || *number > max) {
+      error(v.mark, v.what + " must be " + range + ", got " + quote(*text));
+      return std::nullopt;
+    }
+    return number;
+  }
+
+  std::optional<bool> boolean(const Value& v) {
+    auto text = scalar(v, "true or false");
+    if (!text) return std::nullopt;
+    if (*text == "true" || *text == "True" || *text == "TRUE") return true;
+    if (*text == "false" || *text == "False" || *text == "FALSE") return false;
+    error(v.mark, v.what + " must be true or false, got " + quote(*text));
+    return std::nullopt;
+  }
+
+  enum class Zero { Allowed, Rejected };
+
+  std::optional<Duration> duration(const Value& v, Zero zero = Zero::Rejected) {
+    auto text = scalar(v, "a duration");
+    if (!text) return std::nullopt;
+    auto parsed = parse_duration(*text);
+    if (!parsed) {
+      error(v.mark, "invalid duration " + quote(*text) + " for " + v.what +
+                        " (expected a number with a unit: 250ms, 10s, 5m, 1h)");
+      return std::nullopt;
+    }
+    if (zero == Zero::Rejected && parsed->count() == 0) {
+      error(v.mark, v.what + " must be longer than 0");
+      return std::nullopt;
+    }
+    return parsed;
+  }
+
+  std::optional<uint64_t> size(const Value& v, uint64_t min) {
+    auto text = scalar(v, "a size");
+    if (!text) return std::nullopt;
+    auto parsed = parse_size(*text);
+    if (!parsed) {
+      error(v.mark, "invalid size " + quote(*text) + " for " + v.what +
+                        " (expected bytes, or a number with KiB, MiB or GiB)");
+      return std::nullopt;
+    }
+    if (*parsed < min) {
+      error(v.mark, v.what + " must be at least " + std::to_string(min) + " bytes");
+      return std::nullopt;
+    }
+    return parsed;
+  }
+
+  // One of `allowed`; the documented-but-later values get the "not supported yet" error.
+  std::optional<std::string> choice(const Value& v, std::string_view label, Keys allowed,
+                                    Keys later = {}) {
+    auto text = scalar(v);
+    if (!text) return std::nullopt;
+    if (contains(allowed, *text)) return text;
+    if (contains(later, *text)) {
+      error(v.mark,
+            std::string(label) + " " + quote(*text) + " is not supported in this version yet");
+      return std::nullopt;
+    }
+    std::vector<std::string_view> candidates(allowed.begin(), allowed.end());
+    candidates.insert(candidates.end(), later.begin(), later.end());
+    auto hint = closest(*text, candidates);
+    error(v.mark, "unknown " + std::string(label) + " " + quote(*text) +
+                      (hint ? did_you_mean(hint) : " (expected " + one_of(allowed) + ")"));
+    return std::nullopt;
+  }
+
+  std::optional<std::string> object_name(const Value& v, std::string_view kind) {
+    auto text = scalar(v);
+    if (!text) return std::nullopt;
+    if (!is_object_name(*text)) {
+      error(v.mark, "invalid " + std::string(kind) + " name " + quote(*text) +
+                        " (use letters, digits, '_', '.' and '-')");
+      return std::nullopt;
+    }
+    return text;
+  }
+
+  // nullopt when RE2 accepts `pattern`, else its error text.
+  static std::optional<std::string> regex_error(const std::string& pattern) {
+    RE2::Options options;
+    options.set_log_errors(false);
+    RE2 re(pattern, options);
+    if (re.ok()) return std::nullopt;
+    return re.error();
+  }
+
+  // ---- Document ----------------------------------------------------------------------------
+
+  void load_document(const std::string& yaml) {
+    std::vector<YAML::Node> documents;
+    try {
+      documents = YAML::LoadAll(yaml);
+    } catch (const YAML::Exception& e) {
+      error(to_mark(e.mark), "YAML syntax error: " + e.msg);
+      return;
+    }
+    for (size_t i = 1; i < documents.size(); ++i) {
+      if (!documents[i].IsNull()) {
+        error(mark_of(documents[i], {}), "only one YAML document is allowed per config file");
+      }
+    }
+    YAML::Node root = documents.empty() ? YAML::Node() : documents[0];
+    Mark root_mark = mark_of(root, Mark{1, 1});
+    auto top = fields(Value{root, root_mark, "the configuration"}, k_top);
+    if (!top) return;
+
+    if (const Field* f = top->get("workers")) load_workers(f->value);
+    if (const Field* f = top->get("shutdown_timeout")) {
+      if (auto d = duration(f->value, Zero::Allowed)) config_.shutdown_timeout = *d;
+    }
+    if (const Field* f = top->get("log")) load_log(f->value);
+    if (const Field* f = top->get("limits")) load_limits(f->value, config_.limits);
+    if (const Field* f = top->get("upstreams")) load_upstreams(f->value);
+    size_t errors_before_listeners = errors_;
+    if (const Field* f = top->get("listen")) {
+      Listener listener;
+      listener.name = "default";
+      listener.limits = config_.limits;
+      listener.mark = f->value.mark;
+      if (load_listen(f->value, listener)) {
+        add_listener(std::move(listener), f->value.mark, f->value.mark);
+      }
+    }
+    if (const Field* f = top->get("listeners")) load_listeners(f->value);
+    // Without listeners nothing is served; but when one failed to load, that error says enough.
+    if (config_.listeners.empty() && errors_ == errors_before_listeners) {
+      error(root_mark, "no listener: add 'listen: HOST:PORT' or a 'listeners' list");
+    }
+    if (const Field* f = top->get("routes")) load_routes(f->value);
+  }
+
+  LoadResult finish() {
+    // Warnings describe a config that loads; next to errors they are mostly echoes of them (an
+    // upstream looks unused because the route naming it is broken).
+    if (errors_ == 0) {
+      for (Diagnostic& warning : lint(config_)) diagnostics_.push_back(std::move(warning));
+    }
+    std::stable_sort(diagnostics_.begin(), diagnostics_.end(),
+                     [](const Diagnostic& a, const Diagnostic& b) {
+                       if (a.mark.line != b.mark.line) return a.mark.line < b.mark.line;
+                       return a.mark.col < b.mark.col;
+                     });
+    LoadResult result;
+    result.diagnostics = std::move(diagnostics_);
+    if (errors_ == 0) result.config = std::move(config_);
+    return result;
+  }
+
+  // ---- Global sections ---------------------------------------------------------------------
+
+  void load_workers(const Value& v) {
+    auto text = scalar(v, "'auto' or a number");
+    if (!text) return;
+    if (*text == "auto") {
+      config_.workers = 0;
+      return;
+    }
+    auto number = parse_uint(*text);
+    if (!number || *number < 1 || *number > k_max_workers) {
+      error(v.mark, "'workers' must be 'auto' or a number from 1 to " +
+                        std::to_string(k_max_workers) + ", got " + quote(*text));
+      return;
+    }
+    config_.workers = static_cast<int>(*number);
+  }
+
+  void load_log(const Value& v) {
+    auto f = fields(v, k_log);
+    if (!f) return;
+    if (const Field* access = f->get("access")) {
+      if (auto out = log_destination(access->value)) config_.log.access = *out;
+    }
+    if (const Field* format = f->get("access_format")) {
+      if (auto value = choice(format->value, "access log format", k_access_formats)) {
+        config_.log.access_format = *value;
+      }
+    }
+    if (const Field* err = f->get("error")) {
+      if (auto out = log_destination(err->value)) config_.log.error = *out;
+    }
+    if (const Field* level = f->get("level")) {
+      if (auto value = choice(level->value, "log level", k_log_levels)) config_.log.level = *value;
+    }
+  }
+
+  // stdout | stderr | off, or a file path made absolute against the config file's directory.
+  std::optional<std::string> log_destination(const Value& v) {
+    auto text = scalar(v);
+    if (!text) return std::nullopt;
+    if (*text == "stdout" || *text == "stderr" || *text == "off") return text;
+    if (text->empty() || text->find('\0') != std::string::npos) {
+      error(v.mark, v.what + " must be stdout, stderr, off or a file path");
+      return std::nullopt;
+    }
+    return absolute_path(*text);
+  }
+
+  std::string absolute_path(const std::string& path) const {
+    std::filesystem::path p(path);
+    if (p.is_relative()) p = std::filesystem::path(base_dir_) / p;
+    std::error_code ec;
+    std::filesystem::path absolute = std::filesystem::absolute(p, ec);
+    return (ec ? p : absolute).lexically_normal().string();
+  }
+
+  void load_limits(const Value& v, Limits& limits) {
+    auto f = fields(v, k_limits);
+    if (!f) return;
+    auto set_duration = [&](std::string_view key, Duration& out) {
+      if (const Field* field = f->get(key)) {
+        if (auto d = duration(field->value)) out = *d;
+      }
+    };
+    auto set_size = [&](std::string_view key, uint64_t& out, uint64_t min) {
+      if (const Field* field = f->get(key)) {
+        if (auto s = size(field->value, min)) out = *s;
+      }
+    };
+    set_duration("header_timeout", limits.header_timeout);
+    set_duration("idle_timeout", limits.idle_timeout);
+    set_duration("request_body_timeout", limits.request_body_timeout);
+    set_size("max_request_line", limits.max_request_line, 1);
+    set_size("max_header_bytes", limits.max_header_bytes, 1);
+    set_size("max_body", limits.max_body, 0);
+    if (const Field* field = f->get("max_headers")) {
+      if (auto n = integer(field->value, 1, 100'000)) limits.max_headers = *n;
+    }
+  }
+
+  // ---- Listeners ---------------------------------------------------------------------------
+
+  // "IP:port" or "[IPv6]:port"; a listener binds, so a hostname is refused.
+  bool load_listen(const Value& v, Listener& listener) {
+    auto text = scalar(v);
+    if (!text) return false;
+    std::string why;
+    auto parts = split_host_port(*text, why);
+    if (!parts) {
+      error(v.mark, "invalid listen address " + quote(*text) + ": " + why);
+      return false;
+    }
+    auto ip = canonical_ip(parts->host);
+    bool is_v6 = parts->host.find(':') != std::string::npos;
+    if (!ip || parts->bracketed != is_v6) {
+      if (!ip && is_hostname(parts->host)) {
+        error(v.mark, "invalid listen address " + quote(*text) +
+                          ": the host must be an IP address (a listener cannot bind a hostname)");
+      } else {
+        error(v.mark, "invalid listen address " + quote(*text) + ": " + quote(parts->host) +
+                          " is not an IP address");
+      }
+      return false;
+    }
+    listener.host = *ip;
+    listener.port = parts->port;
+    return true;
+  }
+
+  void load_listeners(const Value& v) {
+    auto items = list(v);
+    if (!items) return;
+    for (size_t i = 0; i < items->size(); ++i) {
+      Value entry = item((*items)[i], v.mark, "a listener");
+      Listener listener;
+      listener.name = "listener" + std::to_string(i);
+      listener.limits = config_.limits;
+      listener.mark = entry.mark;
+      Mark name_mark = entry.mark;
+      Mark listen_mark = entry.mark;
+      bool has_address = false;
+      if (auto f = fields(entry, k_listener)) {
+        if (const Field* name = f->get("name")) {
+          if (auto text = object_name(name->value, "listener")) listener.name = *text;
+          name_mark = name->value.mark;
+        }
+        if (const Field* listen = f->get("listen")) {
+          listen_mark = listen->value.mark;
+          has_address = load_listen(listen->value, listener);
+        } else {
+          error(entry.mark, "listener " + quote(listener.name) + " needs 'listen: HOST:PORT'");
+        }
+        if (const Field* protocol = f->get("protocol")) {
+          if (auto value = choice(protocol->value, "listener protocol", k_listener_protocols,
+                                  k_listener_protocols_later)) {
+            listener.protocol = *value;
+          }
+        }
+        if (const Field* limits = f->get("limits")) load_limits(limits->value, listener.limits);
+      }
+      if (has_address) add_listener(std::move(listener), name_mark, listen_mark);
+    }
+  }
+
+  // Unique names and addresses across the top-level `listen` and the `listeners` list.
+  void add_listener(Listener listener, Mark name_mark, Mark listen_mark) {
+    for (const Listener& other : config_.listeners) {
+      if (other.name == listener.name) {
+        error(name_mark, "duplicate listener name " + quote(listener.name) +
+                             " (first used at line " + std::to_string(other.mark.line) + ")");
+      }
+      if (other.host == listener.host && other.port == listener.port) {
+        error(listen_mark, "listener " + quote(listener.name) + " uses the address of listener " +
+                               quote(other.name) + " (line " + std::to_string(other.mark.line) +
+                               ")");
+      }
+    }
+    config_.listeners.push_back(std::move(listener));
+  }
+
+  // ---- Upstreams ---------------------------------------------------------------------------
+
+  void load_upstreams(const Value& v) {
+    std::vector<Entry> list = entries(v, "upstream");
+    // Names first: routes may refer to an upstream whose body has errors, and that is not an
+    // "unknown upstream" on top.
+    for (const Entry& e : list) upstream_names_.push_back(e.key);
+    for (const Entry& e : list) load_upstream(e);
+  }
+
+  void load_upstream(const Entry& e) {
+    Upstream upstream;
+    upstream.name = e.key;
+    upstream.mark = e.key_mark;
+    if (!is_object_name(e.key)) {
+      error(e.key_mark,
+            "invalid upstream name " + quote(e.key) + " (use letters, digits, '_', '.' and '-')");
+    }
+    Value targets_value = e.value;
+    bool has_targets = true;
+    if (e.value.node.IsMap()) {
+      auto f = fields(e.value, k_upstream);
+      if (!f) return;
+      if (const Field* targets = f->get("targets")) {
+        targets_value = targets->value;
+      } else {
+        has_targets = false;
+        error(e.key_mark, "upstream " + quote(e.key) + " needs 'targets'");
+      }
+      if (const Field* balance = f->get("balance")) {
+        if (auto value = choice(balance->value, "balance", k_balances, k_balances_later)) {
+          upstream.balance = *value;
+        }
+      }
+      if (const Field* protocol = f->get("protocol")) {
+        if (auto value = choice(protocol->value, "upstream protocol", k_upstream_protocols,
+                                k_upstream_protocols_later)) {
+          upstream.protocol = *value;
+        }
+      }
+      if (const Field* ttl = f->get("dns_ttl")) {
+        if (auto d = duration(ttl->value)) upstream.dns_ttl = *d;
+      }
+      if (const Field* timeouts = f->get("timeouts")) {
+        load_timeouts(timeouts->value, upstream.timeouts);
+      }
+    } else if (!e.value.node.IsSequence()) {
+      type_error(e.value, "a list of addresses or a map with 'targets'");
+      has_targets = false;
+    }
+    if (has_targets) load_targets(targets_value, upstream);
+    config_.upstreams.push_back(std::move(upstream));
+  }
+
+  void load_timeouts(const Value& v, Timeouts& timeouts) {
+    auto f = fields(v, k_timeouts);
+    if (!f) return;
+    if (const Field* connect = f->get("connect")) {
+      if (auto d = duration(connect->value)) timeouts.connect = *d;
+    }
+    if (const Field* request = f->get("request")) {
+      if (auto d = duration(request->value)) timeouts.request = *d;
+    }
+    if (const Field* idle = f->get("idle")) {
+      if (auto d = duration(idle->value)) timeouts.idle = *d;
+    }
+  }
+
+  void load_targets(const Value& v, Upstream& upstream) {
+    auto items = list(v);
+    if (!items) return;
+    if (items->empty()) {
+      error(v.mark, "upstream " + quote(upstream.name) + " has no targets");
+      return;
+    }
+    for (const YAML::Node& node : *items) {
+      Value entry = item(node, v.mark, "a target");
+      Target target;
+      target.mark = entry.mark;
+      Value address = entry;
+      if (node.IsMap()) {
+        auto f = fields(entry, k_target);
+        if (!f) continue;
+        const Field* address_field = f->get("address");
+        if (const Field* weight = f->get("weight")) {
+          if (auto w = integer(weight->value, 1, k_max_weight)) {
+            target.weight = static_cast<uint32_t>(*w);
+          }
+        }
+        if (!address_field) {
+          error(entry.mark, "a target needs 'address: HOST:PORT'");
+          continue;
+        }
+        address = address_field->value;
+      } else if (!node.IsScalar()) {
+        type_error(entry, "an address or a map with 'address'");
+        continue;
+      }
+      if (!load_target_address(address, target)) continue;
+      bool duplicate = std::any_of(upstream.targets.begin(), upstream.targets.end(),
+                                   [&](const Target& t) { return t.address == target.address; });
+      if (duplicate) {
+        error(address.mark,
+              "duplicate target " + quote(target.address) + " in upstream " + quote(upstream.name));
+        continue;
+      }
+      upstream.targets.push_back(std::move(target));
+    }
+  }
+
+  // "host:port" where host is an IP literal or a DNS name (re-resolved every dns_ttl).
+  bool load_target_address(const Value& v, Target& target) {
+    auto text = scalar(v);
+    if (!text) return false;
+    std::string why;
+    auto parts = split_host_port(*text, why);
+    if (!parts) {
+      error(v.mark, "invalid target address " + quote(*text) + ": " + why);
+      return false;
+    }
+    bool is_v6 = parts->host.find(':') != std::string::npos;
+    bool valid = parts->bracketed
+                     ? is_v6 && canonical_ip(parts->host).has_value()
+                     : canonical_ip(parts->host).has_value() || is_hostname(parts->host);
+    if (!valid) {
+      error(v.mark, "invalid target address " + quote(*text) + ": " + quote(parts->host) +
+                        " is not an IP address or a host name");
+      return false;
+    }
+    target.address = *text;
+    target.host = parts->host;
+    target.port = parts->port;
+    return true;
+  }
+
+  // ---- Routes ------------------------------------------------------------------------------
+
+  void load_routes(const Value& v) {
+    auto items = list(v);
+    if (!items) return;
+    std::vector<Mark> name_marks;
+    for (size_t i = 0; i < items->size(); ++i) {
+      Value entry = item((*items)[i], v.mark, "a route");
+      Route route;
+      route.name = "route" + std::to_string(i);
+      route.mark = entry.mark;
+      Mark name_mark = entry.mark;
+      if (auto f = fields(entry, k_route)) {
+        if (const Field* name = f->get("name")) {
+          name_mark = name->value.mark;
+          if (auto text = object_name(name->value, "route")) route.name = *text;
+        }
+        load_route(*f, route);
+      }
+      for (size_t j = 0; j < config_.routes.size(); ++j) {
+        if (config_.routes[j].name == route.name) {
+          error(name_mark, "duplicate route name " + quote(route.name) + " (first used at line " +
+                               std::to_string(name_marks[j].line) + ")");
+          break;
+        }
+      }
+      name_marks.push_back(name_mark);
+      config_.routes.push_back(std::move(route));
+    }
+  }
+
+  void load_route(const Fields& f, Route& route) {
+    if (const Field* match = f.get("match")) load_match(match->value, route.match);
+
+    std::vector<const Field*> actions;
+    for (const Field& field : f.list) {
+      if (contains(k_route_actions, field.key)) actions.push_back(&field);
+    }
+    if (actions.empty()) {
+      error(route.mark, "route " + quote(route.name) + " needs one of " + one_of(k_route_actions));
+    }
+    for (size_t i = 1; i < actions.size(); ++i) {
+      error(actions[i]->key_mark, "route " + quote(route.name) + " has both " +
+                                      quote(actions[0]->key) + " and " + quote(actions[i]->key) +
+                                      ": give exactly one of " + one_of(k_route_actions));
+    }
+    if (!actions.empty()) load_action(*actions[0], route);
+
+    if (const Field* rewrite = f.get("rewrite")) load_rewrite(rewrite->value, route);
+    if (const Field* headers = f.get("headers")) {
+      if (auto h = fields(headers->value, k_route_headers)) {
+        if (const Field* request = h->get("request")) {
+          load_header_ops(request->value, route.request_headers);
+        }
+        if (const Field* response = h->get("response")) {
+          load_header_ops(response->value, route.response_headers);
+        }
+      }
+    }
+    if (const Field* timeout = f.get("timeout")) route.timeout = duration(timeout->value);
+  }
+
+  void load_action(const Field& action, Route& route) {
+    if (action.key == "upstream") {
+      route.action = Route::Action::Upstream;
+      if (auto name = upstream_reference(action.value)) route.upstream = *name;
+    } else if (action.key == "split") {
+      route.action = Route::Action::Split;
+      load_split(action.value, route);
+    } else if (action.key == "respond") {
+      route.action = Route::Action::Respond;
+      load_respond(action.value, route.respond);
+    } else {
+      route.action = Route::Action::Redirect;
+      load_redirect(action.value, route.redirect);
+    }
+  }
+
+  std::optional<std::string> upstream_reference(const Value& v) {
+    auto name = scalar(v);
+    if (!name) return std::nullopt;
+    if (std::find(upstream_names_.begin(), upstream_names_.end(), *name) == upstream_names_.end()) {
+      error(v.mark,
+            "unknown upstream " + quote(*name) +
+                did_you_mean(closest(*name, std::span<const std::string>(upstream_names_))));
+    }
+    return name;  // kept even when unknown, so the upstream it meant is not also "unused"
+  }
+
+  void load_split(const Value& v, Route& route) {
+    auto items = list(v);
+    if (!items) return;
+    if (items->empty()) {
+      error(v.mark, "'split' needs at least one entry");
+      return;
+    }
+    for (const YAML::Node& node : *items) {
+      Value entry = item(node, v.mark, "a split entry");
+      auto f = fields(entry, k_split);
+      if (!f) continue;
+      SplitEntry split;
+      if (const Field* weight = f->get("weight")) {
+        if (auto w = integer(weight->value, 1, k_max_weight))
+          split.weight = static_cast<uint32_t>(*w);
+      }
+      if (const Field* upstream = f->get("upstream")) {
+        if (auto name = upstream_reference(upstream->value)) split.upstream = *name;
+      } else {
+        error(entry.mark, "a split entry needs 'upstream'");
+        continue;
+      }
+      route.split.push_back(std::move(split));
+    }
+  }
+
+  void load_respond(const Value& v, Respond& respond) {
+    auto f = fields(v, k_respond);
+    if (!f) return;
+    if (const Field* status = f->get("status")) {
+      if (auto s = integer(status->value, 100, 599)) respond.status = static_cast<int>(*s);
+    }
+    if (const Field* body = f->get("body")) {
+      if (auto text = scalar(body->value)) respond.body = *text;
+    }
+    if (const Field* headers = f->get("headers")) load_header_set(headers->value, respond.headers);
+  }
+
+  void load_redirect(const Value& v, Redirect& redirect) {
+    auto f = fields(v, k_redirect);
+    if (!f) return;
+    if (const Field* to = f->get("to")) {
+      if (auto text = scalar(to->value)) {
+        if (text->empty() || !header_value_ok(*text)) {
+          error(to->value.mark, "'to' must be a non-empty URL or path, got " + quote(*text));
+        } else {
+          redirect.to = *text;
+        }
+      }
+    } else {
+      error(v.mark, "'redirect' needs 'to'");
+    }
+    if (const Field* status = f->get("status")) {
+      auto text = scalar(status->value, "a status");
+      if (text) {
+        auto code = parse_uint(*text);
+        if (!code ||
+            (*code != 301 && *code != 302 && *code != 303 && *code != 307 && *code != 308)) {
+          error(status->value.mark,
+                "redirect 'status' must be 301, 302, 303, 307 or 308, got " + quote(*text));
+        } else {
+          redirect.status = static_cast<int>(*code);
+        }
+      }
+    }
+  }
+
+  // ---- Match -------------------------------------------------------------------------------
+
+  void load_match(const Value& v, Match& match) {
+    auto f = fields(v, k_match);
+    if (!f) return;
+    if (const Field* host = f->get("host")) load_hosts(host->value, match);
+
+    std::vector<const Field*> paths;
+    for (const Field& field : f->list) {
+      if (contains(k_path_keys, field.key)) paths.push_back(&field);
+    }
+    for (size_t i = 1; i < paths.size(); ++i) {
+      error(paths[i]->key_mark, "'match' has both " + quote(paths[0]->key) + " and " +
+                                    quote(paths[i]->key) +
+                                    ": give at most one of path, path_exact or path_regex");
+    }
+    if (!paths.empty()) load_path(*paths[0], match);
+
+    if (const Field* methods = f->get("methods")) {
+      for (auto& [text, mark] : string_or_list(methods->value, "a method")) {
+        std::string method = to_upper(text);
+        if (!is_token(method)) {
+          error(mark, "invalid method " + quote(text));
+          continue;
+        }
+        if (std::find(match.methods.begin(), match.methods.end(), method) == match.methods.end()) {
+          match.methods.push_back(std::move(method));
+        }
+      }
+    }
+    if (const Field* headers = f->get("headers")) {
+      for (const Entry& e : entries(headers->value, "header")) {
+        if (!is_token(e.key)) {
+          error(e.key_mark, "invalid header name " + quote(e.key));
+          continue;
+        }
+        if (auto m = value_match(e, to_lower(e.key))) match.headers.push_back(std::move(*m));
+      }
+    }
+    if (const Field* query = f->get("query")) {
+      for (const Entry& e : entries(query->value, "query parameter")) {
+        if (e.key.empty() || e.key.find_first_of("&=#") != std::string::npos) {
+          error(e.key_mark, "invalid query parameter name " + quote(e.key));
+          continue;
+        }
+        if (auto m = value_match(e, e.key)) match.query.push_back(std::move(*m));
+      }
+    }
+  }
+
+  // "*.example.org" wildcards; "*" alone is the same as no host predicate.
+  void load_hosts(const Value& v, Match& match) {
+    bool any = false;
+    for (auto& [text, mark] : string_or_list(v, "a host")) {
+      std::string host = to_lower(text);
+      if (host == "*") {
+        any = true;
+        continue;
+      }
+      std::string_view name = host;
+      if (name.starts_with("*.")) name.remove_prefix(2);
+      bool valid = is_hostname(name) || (name.starts_with('[') && name.ends_with(']') &&
+                                         canonical_ip(name.substr(1, name.size() - 2)));
+      if (!valid) {
+        error(mark, "invalid host " + quote(text) +
+                        " (expected a host name, optionally starting with '*.')");
+        continue;
+      }
+      if (std::find(match.hosts.begin(), match.hosts.end(), host) == match.hosts.end()) {
+        match.hosts.push_back(std::move(host));
+      }
+    }
+    if (any) match.hosts.clear();
+  }
+
+  void load_path(const Field& field, Match& match) {
+    auto text = scalar(field.value);
+    if (!text) return;
+    const Mark& at = field.value.mark;
+    if (field.key == "path_regex") {
+      if (auto why = regex_error(*text)) {
+        error(at, "invalid path_regex " + quote(*text) + ": " + *why);
+        return;
+      }
+      match.path_kind = Match::PathKind::Regex;
+      match.path = *text;
+      return;
+    }
+    if (!text->starts_with('/')) {
+      error(at, quote(field.key) + " must start with '/', got " + quote(*text));
+      return;
+    }
+    if (text->find_first_of(" \t\r\n?#") != std::string::npos ||
+        text->find('\0') != std::string::npos) {
+      error(at,
+            quote(field.key) + " must be a path without spaces, '?' or '#', got " + quote(*text));
+      return;
+    }
+    if (field.key == "path_exact") {
+      match.path_kind = Match::PathKind::Exact;
+      match.path = *text;
+      return;
+    }
+    if (text->find_first_of("{}") != std::string::npos) {
+      if (auto why = template_error(*text)) {
+        error(at, "invalid path template " + quote(*text) + ": " + *why);
+        return;
+      }
+      match.path_kind = Match::PathKind::Template;
+    } else {
+      // "/" matches every path: store it as Any so the router and the linter need no special case.
+      match.path_kind = *text == "/" ? Match::PathKind::Any : Match::PathKind::Prefix;
+    }
+    match.path = *text;
+  }
+
+  // Each {name} must be a whole segment, names [A-Za-z_][A-Za-z0-9_]* and unique.
+  static std::optional<std::string> template_error(std::string_view path) {
+    std::set<std::string_view> names;
+    size_t start = 1;
+    while (start <= path.size()) {
+      size_t end = path.find('/', start);
+      if (end == std::string_view::npos) end = path.size();
+      std::string_view segment = path.substr(start, end - start);
+      if (segment.find_first_of("{}") != std::string_view::npos) {
+        if (segment.size() < 3 || segment.front() != '{' || segment.back() != '}') {
+          return "a parameter must be a whole segment, like /{id}/";
+        }
+        std::string_view name = segment.substr(1, segment.size() - 2);
+        bool valid = !(name[0] >= '0' && name[0] <= '9') &&
+                     std::all_of(name.begin(), name.end(), [](char c) {
+                       return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+                              (c >= '0' && c <= '9') || c == '_';
+                     });
+        if (!valid) return "invalid parameter name " + quote(name);
+        if (!names.insert(name).second) return "parameter " + quote(name) + " appears twice";
+      }
+      start = end + 1;
+    }
+    return std::nullopt;
+  }
+
+  // "present" = the header/parameter is there; "~regex" = RE2 match; anything else = exact value.
+  std::optional<ValueMatch> value_match(const Entry& e, std::string name) {
+    auto text = scalar(e.value);
+    if (!text) return std::nullopt;
+    ValueMatch m;
+    m.name = std::move(name);
+    if (*text == "present") {
+      m.kind = ValueMatch::Kind::Present;
+    } else if (text->starts_with('~')) {
+      m.kind = ValueMatch::Kind::Regex;
+      m.value = text->substr(1);
+      if (auto why = regex_error(m.value)) {
+        error(e.value.mark,
+              "invalid regex " + quote(m.value) + " for " + e.value.what + ": " + *why);
+        return std::nullopt;
+      }
+    } else {
+      m.kind = ValueMatch::Kind::Exact;
+      m.value = *text;
+    }
+    return m;
+  }
+
+  // ---- Rewrite and header operations -------------------------------------------------------
+
+  void load_rewrite(const Value& v, Route& route) {
+    auto f = fields(v, k_rewrite);
+    if (!f) return;
+    const Field* strip = f->get("strip_prefix");
+    const Field* prefix = f->get("prefix");
+    const Field* regex = f->get("regex");
+    const Field* replace = f->get("replace");
+    int forms = (strip ? 1 : 0) + (prefix ? 1 : 0) + (regex || replace ? 1 : 0);
+    if (forms > 1) {
+      error(v.mark, "'rewrite' takes one of strip_prefix, prefix, or regex with replace");
+      return;
+    }
+    Rewrite& rewrite = route.rewrite;
+    if (strip) {
+      auto on = boolean(strip->value);
+      if (!on || !*on) return;
+      auto kind = route.match.path_kind;
+      if (kind == Match::PathKind::Regex || kind == Match::PathKind::Template) {
+        error(strip->key_mark, "'strip_prefix' needs a 'path' prefix match to strip");
+        return;
+      }
+      rewrite.kind = Rewrite::Kind::StripPrefix;
+    } else if (prefix) {
+      auto text = scalar(prefix->value);
+      if (!text) return;
+      if (!text->starts_with('/')) {
+        error(prefix->value.mark, "rewrite 'prefix' must start with '/', got " + quote(*text));
+        return;
+      }
+      rewrite.kind = Rewrite::Kind::Prefix;
+      rewrite.prefix = *text;
+    } else if (regex || replace) {
+      if (!regex) {
+        error(replace->key_mark, "rewrite 'replace' needs 'regex'");
+        return;
+      }
+      if (!replace) {
+        error(regex->key_mark, "rewrite 'regex' needs 'replace'");
+        return;
+      }
+      auto pattern = scalar(regex->value);
+      auto replacement = scalar(replace->value);
+      if (!pattern || !replacement) return;
+      RE2::Options options;
+      options.set_log_errors(false);
+      RE2 re(*pattern, options);
+      if (!re.ok()) {
+        error(regex->value.mark, "invalid rewrite regex " + quote(*pattern) + ": " + re.error());
+        return;
+      }
+      std::string why;
+      if (!re.CheckRewriteString(*replacement, &why)) {
+        error(replace->value.mark, "invalid rewrite replace " + quote(*replacement) + ": " + why);
+        return;
+      }
+      rewrite.kind = Rewrite::Kind::Regex;
+      rewrite.regex = *pattern;
+      rewrite.replace = *replacement;
+    }
+  }
+
+  static bool header_value_ok(std::string_view value) {
+    return value.find_first_of(std::string_view("\r\n\0", 3)) == std::string_view::npos;
+  }
+
+  void load_header_ops(const Value& v, HeaderOps& ops) {
+    auto f = fields(v, k_header_ops);
+    if (!f) return;
+    if (const Field* set = f->get("set")) load_header_set(set->value, ops.set);
+    if (const Field* remove = f->get("remove")) {
+      for (auto& [text, mark] : string_or_list(remove->value, "a header name")) {
+        if (!is_token(text)) {
+          error(mark, "invalid header name " + quote(text));
+          continue;
+        }
+        ops.remove.push_back(to_lower(text));
+      }
+    }
+  }
+
+  void load_header_set(const Value& v, std::vector<std::pair<std::string, std::string>>& out) {
+    for (const Entry& e : entries(v, "header")) {
+      if (!is_token(e.key)) {
+        error(e.key_mark, "invalid header name " + quote(e.key));
+        continue;
+      }
+      auto text = scalar(e.value);
+      if (!text) continue;
+      if (!header_value_ok(*text)) {
+        error(e.value.mark,
+              "the value of header " + quote(e.key) + " must not contain CR, LF or NUL");
+        continue;
+      }
+      out.emplace_back(to_lower(e.key), std::move(*text));
+    }
+  }
+
+  std::string file_;
+  std::string base_dir_;
+  Config config_;
+  std::vector<Diagnostic> diagnostics_;
+  size_t errors_ = 0;
+  std::vector<std::string> upstream_names_;  // every name under `upstreams:`, valid or not
+};
+
+}  // namespace
+
+LoadResult load_string(const std::string& yaml, const std::string& file_name,
+                       const std::string& base_dir) {
+  return Loader(file_name, base_dir).load(yaml);
+}
+
+LoadResult load_file(const std::string& path) {
+  // Plain POSIX reads so the error names the real cause (ENOENT, EACCES, EISDIR ...).
+  std::string text;
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  int failure = fd < 0 ? errno : 0;
+  if (fd >= 0) {
+    char buffer[64 * 1024];
+    for (;;) {
+      ssize_t n = ::read(fd, buffer, sizeof buffer);
+      if (n > 0) {
+        text.append(buffer, static_cast<size_t>(n));
+      } else if (n == 0) {
+        break;
+      } else if (errno != EINTR) {
+        failure = errno;
+        break;
+      }
+    }
+    ::close(fd);
+  }
+  if (failure != 0) {
+    LoadResult result;
+    result.diagnostics.push_back({Diagnostic::Severity::Error, path, Mark{},
+                                  std::string("cannot read: ") + std::strerror(failure)});
+    return result;
+  }
+  std::string base_dir = std::filesystem::path(path).parent_path().string();
+  return load_string(text, path, base_dir.empty() ? "." : base_dir);
+}
+
+}  // namespace sluice::config

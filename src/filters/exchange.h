@@ -1,0 +1,40 @@
+// What filters see of one request/response exchange.
+//
+// Header lists hold views: into the downstream read buffer, into the compiled config (which the
+// exchange's snapshot keeps alive), or into strings the exchange owns (own()). Filters edit the
+// lists; the proxy serialises them.
+#pragma once
+
+#include <deque>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "http/message.h"
+
+namespace sluice::filters {
+
+struct Exchange {
+  const http::RequestHead* request = nullptr;
+  std::string_view client_ip;
+  std::string_view request_id;
+  std::vector<http::Header> upstream_headers;  // request headers that will be sent upstream
+  std::vector<http::Header> response_headers;  // response headers that will be sent downstream
+  int response_status = 0;
+
+  // Keeps `s` alive for the exchange and returns a view of it.
+  std::string_view own(std::string s) { return owned_.emplace_back(std::move(s)); }
+
+  static void remove(std::vector<http::Header>& list, std::string_view name) {
+    std::erase_if(list, [&](const http::Header& h) { return http::iequals(h.name, name); });
+  }
+  static void set(std::vector<http::Header>& list, std::string_view name, std::string_view value) {
+    remove(list, name);
+    list.push_back({name, value});
+  }
+
+ private:
+  std::deque<std::string> owned_;
+};
+
+}  // namespace sluice::filters

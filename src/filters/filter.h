@@ -1,0 +1,57 @@
+// The filter interface: one compiled policy of a route (headers, later auth, rate limits, cache...).
+//
+//   class AddHeader final : public Filter {
+//     Step on_request(Exchange& x) const override { x.set_upstream_header("x-a", "1"); return Step::next(); }
+//   };
+//
+// A route's policies are compiled once per config snapshot into an ordered vector of filters that
+// every worker shares read-only. Hooks run on the worker thread that owns the exchange, in route
+// order for requests and in reverse order for responses; they must not block. A filter that needs
+// per-exchange state keeps it in the Exchange (so the fast path allocates nothing per filter).
+// A filter can answer the request itself with Step::respond (a 401, a 429, a cache hit): the chain
+// stops there and nothing goes upstream.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "filters/exchange.h"
+
+namespace sluice::filters {
+
+class Step {
+ public:
+  enum class Kind { Next, Respond };
+  static Step next() { return Step(Kind::Next, 0, {}, {}); }
+  static Step respond(int status, std::string reason) {
+    return Step(Kind::Respond, status, std::move(reason), {});
+  }
+  Kind kind() const { return kind_; }
+  int status() const { return status_; }
+  const std::string& reason() const { return reason_; }
+
+ private:
+  Step(Kind k, int s, std::string r, std::vector<std::pair<std::string, std::string>> h)
+      : kind_(k), status_(s), reason_(std::move(r)), headers_(std::move(h)) {}
+  Kind kind_;
+  int status_;
+  std::string reason_;
+  std::vector<std::pair<std::string, std::string>> headers_;
+};
+
+class Filter {
+ public:
+  virtual ~Filter() = default;
+  virtual std::string_view name() const = 0;
+  // Before the request goes upstream (after routing). May edit the upstream request headers.
+  virtual Step on_request(Exchange&) const { return Step::next(); }
+  // After the upstream response head arrived, before it is written downstream.
+  virtual void on_response(Exchange&) const {}
+};
+
+using FilterChain = std::vector<std::unique_ptr<const Filter>>;
+
+}  // namespace sluice::filters

@@ -1,0 +1,1069 @@
+#include "proxy/http_session.h"
+
+#include <array>
+#include <charconv>
+#include <chrono>
+#include <optional>
+
+#include <fmt/format.h>
+
+#include "core/error.h"
+#include "core/log.h"
+#include "filters/exchange.h"
+#include "http/normalise.h"
+#include "http/parser.h"
+#include "server/watchdog.h"
+#include "server/worker.h"
+
+namespace sluice::proxy {
+namespace {
+
+using server::CompiledRoute;
+using server::CompiledTarget;
+using server::CompiledUpstream;
+using server::Snapshot;
+using server::UpstreamConnection;
+using server::Watchdog;
+using server::Worker;
+using Clock = std::chrono::steady_clock;
+
+constexpr size_t kResponseBufferSize = 64 * 1024;
+constexpr size_t kMaxResponseHead = 64 * 1024;
+
+bool is_hop_by_hop(std::string_view name) {
+  static constexpr std::string_view kNames[] = {
+      "connection", "keep-alive",        "proxy-connection", "te",     "trailer",
+      "upgrade",    "transfer-encoding", "content-length",   "expect", "proxy-authorization"};
+  for (auto n : kNames) {
+    if (http::iequals(name, n)) return true;
+  }
+  return false;
+}
+
+// Header names listed in a Connection header are hop-by-hop too (RFC 9110 7.6.1).
+bool named_in_connection(const std::vector<http::Header>& headers, std::string_view name) {
+  for (const auto& h : headers) {
+    if (!http::iequals(h.name, "connection")) continue;
+    std::string_view v = h.value;
+    while (!v.empty()) {
+      size_t comma = v.find(',');
+      std::string_view tok = v.substr(0, comma);
+      while (!tok.empty() && (tok.front() == ' ' || tok.front() == '\t')) tok.remove_prefix(1);
+      while (!tok.empty() && (tok.back() == ' ' || tok.back() == '\t')) tok.remove_suffix(1);
+      if (http::iequals(tok, name)) return true;
+      if (comma == std::string_view::npos) break;
+      v.remove_prefix(comma + 1);
+    }
+  }
+  return false;
+}
+
+bool is_hex(std::string_view s) {
+  for (char c : s) {
+    if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'))) return false;
+  }
+  return true;
+}
+
+// A client-supplied x-request-id is kept when it is short and made of safe characters.
+bool valid_request_id(std::string_view id) {
+  if (id.empty() || id.size() > 128) return false;
+  for (char c : id) {
+    bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+              c == '-' || c == '_' || c == '.' || c == ':';
+    if (!ok) return false;
+  }
+  return true;
+}
+
+// W3C traceparent "00-<32 hex trace-id>-<16 hex parent-id>-<2 hex flags>".
+bool parse_traceparent(std::string_view v, std::string_view& trace_id, std::string_view& flags) {
+  if (v.size() != 55 || v[2] != '-' || v[35] != '-' || v[52] != '-') return false;
+  std::string_view version = v.substr(0, 2), tid = v.substr(3, 32), pid = v.substr(36, 16);
+  flags = v.substr(53, 2);
+  if (!is_hex(version) || version == "ff" || !is_hex(tid) || !is_hex(pid) || !is_hex(flags)) {
+    return false;
+  }
+  if (tid == std::string_view("00000000000000000000000000000000") ||
+      pid == std::string_view("0000000000000000")) {
+    return false;
+  }
+  trace_id = tid;
+  return true;
+}
+
+void append_decimal(std::string& out, uint64_t v) {
+  char buf[24];
+  auto [end, ec] = std::to_chars(buf, buf + sizeof buf, v);
+  out.append(buf, end);
+}
+
+// Per-exchange facts for the access log.
+struct ExchangeLog {
+  Clock::time_point start;
+  std::string method, host, path, user_agent, route, upstream, target, error;
+  std::string_view protocol = "HTTP/1.1";
+  int status = 0;
+  uint64_t bytes_in = 0, bytes_out = 0;
+  int64_t upstream_us = -1;
+  int attempts = 0;
+};
+
+// Pulls a request or response body through a buffer, decoding chunked framing.
+// The views it returns stay valid until the next call.
+class BodySource {
+ public:
+  BodySource(tcp::socket& socket, std::vector<char>& buf, size_t& begin, size_t& end, Watchdog& wd,
+             Duration gap)
+      : socket_(socket), buf_(buf), begin_(begin), end_(end), wd_(wd), gap_(gap) {}
+
+  enum class Status { Data, End, Error, Timeout };
+
+  void start(http::BodyKind kind, uint64_t length) {
+    kind_ = kind;
+    remaining_ = length;
+    done_ = kind == http::BodyKind::None || (kind == http::BodyKind::Length && length == 0);
+    decoder_.reset();
+  }
+  bool done() const { return done_; }
+  uint64_t raw_bytes() const { return raw_bytes_; }
+
+  asio::awaitable<Status> next(std::vector<std::string_view>& pieces) {
+    pieces.clear();
+    for (;;) {
+      if (done_) co_return Status::End;
+      if (begin_ < end_) {
+        std::string_view avail(buf_.data() + begin_, end_ - begin_);
+        switch (kind_) {
+          case http::BodyKind::Length: {
+            size_t n = static_cast<size_t>(std::min<uint64_t>(avail.size(), remaining_));
+            pieces.push_back(avail.substr(0, n));
+            begin_ += n;
+            remaining_ -= n;
+            if (remaining_ == 0) done_ = true;
+            co_return Status::Data;
+          }
+          case http::BodyKind::UntilClose:
+            pieces.push_back(avail);
+            begin_ = end_;
+            co_return Status::Data;
+          case http::BodyKind::Chunked: {
+            auto r = decoder_.feed(avail, pieces);
+            if (r.error) {
+              error_ = r.reason;
+              co_return Status::Error;
+            }
+            begin_ += r.consumed;
+            if (decoder_.done()) done_ = true;
+            if (!pieces.empty() || done_) co_return Status::Data;
+            break;  // need more bytes
+          }
+          case http::BodyKind::None:
+            done_ = true;
+            co_return Status::End;
+        }
+      }
+      // Make room: move the unconsumed tail (a partial chunk line) to the front.
+      if (begin_ > 0) {
+        std::memmove(buf_.data(), buf_.data() + begin_, end_ - begin_);
+        end_ -= begin_;
+        begin_ = 0;
+      }
+      if (end_ == buf_.size()) {
+        error_ = "chunk framing too long";
+        co_return Status::Error;
+      }
+      wd_.arm(gap_, &socket_);
+      auto [ec, n] = co_await socket_.async_read_some(
+          asio::buffer(buf_.data() + end_, buf_.size() - end_), use_nothrow);
+      if (ec) {
+        if (ec == asio::error::eof && kind_ == http::BodyKind::UntilClose) {
+          done_ = true;
+          co_return Status::End;
+        }
+        error_ = ec == asio::error::eof ? "connection closed mid-body" : "read error";
+        co_return wd_.expired() ? Status::Timeout : Status::Error;
+      }
+      raw_bytes_ += n;
+      end_ += n;
+    }
+  }
+  std::string_view error() const { return error_; }
+
+ private:
+  tcp::socket& socket_;
+  std::vector<char>& buf_;
+  size_t& begin_;
+  size_t& end_;
+  Watchdog& wd_;
+  Duration gap_;
+  http::BodyKind kind_ = http::BodyKind::None;
+  uint64_t remaining_ = 0;
+  bool done_ = true;
+  http::ChunkedDecoder decoder_;
+  uint64_t raw_bytes_ = 0;
+  std::string_view error_;
+};
+
+// Writes body pieces with the framing chosen for the receiving side.
+class BodySink {
+ public:
+  enum class Framing { Raw, Chunked };
+  BodySink(tcp::socket& socket, Watchdog& wd, Duration gap, Framing framing)
+      : socket_(socket), wd_(wd), gap_(gap), framing_(framing) {}
+
+  // `prefix` (a head not yet written) goes out in the same write as the pieces.
+  asio::awaitable<bool> write(std::string_view prefix, const std::vector<std::string_view>& pieces,
+                              bool last) {
+    bufs_.clear();
+    if (!prefix.empty()) bufs_.emplace_back(prefix.data(), prefix.size());
+    size_t total = 0;
+    for (auto p : pieces) total += p.size();
+    if (framing_ == Framing::Chunked && total > 0) {
+      chunk_line_ = fmt::format("{:x}\r\n", total);
+      bufs_.emplace_back(chunk_line_.data(), chunk_line_.size());
+    }
+    for (auto p : pieces) {
+      if (!p.empty()) bufs_.emplace_back(p.data(), p.size());
+    }
+    if (framing_ == Framing::Chunked) {
+      if (total > 0) bufs_.emplace_back("\r\n", 2);
+      if (last) bufs_.emplace_back("0\r\n\r\n", 5);
+    }
+    if (bufs_.empty()) co_return true;
+    wd_.arm(gap_, &socket_);
+    auto [ec, n] = co_await asio::async_write(socket_, bufs_, use_nothrow);
+    bytes_ += n;
+    co_return !ec;
+  }
+  uint64_t bytes() const { return bytes_; }
+
+ private:
+  tcp::socket& socket_;
+  Watchdog& wd_;
+  Duration gap_;
+  Framing framing_;
+  std::vector<asio::const_buffer> bufs_;
+  std::string chunk_line_;
+  uint64_t bytes_ = 0;
+};
+
+class HttpSession final : public server::Session {
+ public:
+  HttpSession(Worker& worker, tcp::socket socket, std::string listener)
+      : worker_(worker),
+        socket_(std::move(socket)),
+        listener_name_(std::move(listener)),
+        down_wd_(socket_.get_executor()),
+        up_wd_(socket_.get_executor()) {
+    error_code ec;
+    auto ep = socket_.remote_endpoint(ec);
+    if (!ec) {
+      client_ip_ = ep.address().to_string();
+      client_port_ = ep.port();
+    }
+    worker_.add_session(this);
+  }
+  ~HttpSession() override {
+    worker_.remove_session(this);
+    if (!buf_.empty()) worker_.buffers().give(std::move(buf_));
+  }
+
+  void on_drain() override {
+    if (idle_) {
+      error_code ignored;
+      socket_.cancel(ignored);
+    }
+  }
+
+  asio::awaitable<void> run();
+
+ private:
+  enum class Next { KeepAlive, Close };
+
+  const config::Listener* listener() const {
+    for (const auto& l : snap_->config.listeners) {
+      if (l.name == listener_name_) return &l;
+    }
+    return nullptr;
+  }
+
+  asio::awaitable<bool> read_head();
+  asio::awaitable<Next> handle();
+  asio::awaitable<Next> forward(const CompiledUpstream& up, size_t up_index,
+                                std::string_view upstream_path, filters::Exchange& x);
+  asio::awaitable<void> send_local(int status, std::string_view body,
+                                   std::string_view content_type,
+                                   const std::vector<std::pair<std::string, std::string>>& extra,
+                                   bool close);
+  asio::awaitable<void> send_error(const Error& e, std::string_view detail, bool close,
+                                   std::string_view allow = {});
+  asio::awaitable<void> send_parse_error(int status, std::string_view reason);
+  std::string build_upstream_head(const filters::Exchange& x, std::string_view path,
+                                  const CompiledTarget& target, http::BodyKind body_kind);
+  void write_access_log();
+  void ensure_buffer() {
+    if (buf_.empty()) buf_ = worker_.buffers().take(buffer_size_);
+  }
+  void release_buffer_if_idle() {
+    if (begin_ == end_ && !buf_.empty()) {
+      worker_.buffers().give(std::move(buf_));
+      buf_.clear();
+      begin_ = end_ = 0;
+    }
+  }
+
+  Worker& worker_;
+  tcp::socket socket_;
+  std::string listener_name_;
+  std::string client_ip_;
+  uint16_t client_port_ = 0;
+  Watchdog down_wd_;
+  Watchdog up_wd_;
+  std::shared_ptr<const Snapshot> snap_;
+  config::Limits limits_;
+  size_t buffer_size_ = 0;
+
+  std::vector<char> buf_;
+  size_t begin_ = 0, end_ = 0;  // unconsumed bytes of buf_
+  size_t head_len_ = 0;
+  http::RequestParser parser_;
+  http::RequestHead head_;
+  bool idle_ = false;
+  bool close_after_ = false;   // set when the request body was not fully consumed, or draining
+  bool response_started_ = false;
+
+  std::string request_id_;
+  std::string trace_id_;
+  std::string traceparent_out_;
+  ExchangeLog log_;
+  std::string out_;  // scratch for heads
+  const CompiledRoute* route_ = nullptr;
+  std::optional<Duration> route_timeout_;
+};
+
+asio::awaitable<void> HttpSession::run() {
+  for (;;) {
+    // A new snapshot applies from the next request on.
+    if (snap_ != worker_.snapshot()) {
+      snap_ = worker_.snapshot();
+      const config::Listener* l = listener();
+      limits_ = l != nullptr ? l->limits : snap_->config.limits;
+      http::ParserLimits pl;
+      pl.max_request_line = limits_.max_request_line;
+      pl.max_header_bytes = limits_.max_header_bytes;
+      pl.max_headers = limits_.max_headers;
+      parser_ = http::RequestParser(pl);
+      buffer_size_ = std::max<size_t>(16 * 1024, limits_.max_request_line +
+                                                      limits_.max_header_bytes + 4096);
+    }
+    if (!co_await read_head()) break;
+    Next next = co_await handle();
+    if (next == Next::Close || close_after_ || worker_.draining()) break;
+    release_buffer_if_idle();
+  }
+  error_code ignored;
+  socket_.shutdown(tcp::socket::shutdown_send, ignored);
+  socket_.close(ignored);
+}
+
+asio::awaitable<bool> HttpSession::read_head() {
+  parser_.reset();
+  head_ = {};
+  bool first_byte_seen = begin_ < end_;
+  if (!first_byte_seen) {
+    // Idle keep-alive: wait for readability without holding a buffer.
+    idle_ = true;
+    down_wd_.arm(log_.start == Clock::time_point{} ? limits_.header_timeout : limits_.idle_timeout,
+                 &socket_);
+    if (worker_.draining()) co_return false;
+    auto [ec] = co_await socket_.async_wait(tcp::socket::wait_read, use_nothrow);
+    idle_ = false;
+    if (ec || worker_.draining()) co_return false;
+  }
+  ensure_buffer();
+  down_wd_.arm(limits_.header_timeout, &socket_);
+  for (;;) {
+    if (begin_ < end_) {
+      auto r = parser_.parse(std::string_view(buf_.data() + begin_, end_ - begin_), head_);
+      if (r.status == http::ParseStatus::Done) {
+        head_len_ = r.consumed;
+        co_return true;
+      }
+      if (r.status == http::ParseStatus::Error) {
+        co_await send_parse_error(r.error_status, r.error);
+        co_return false;
+      }
+    }
+    if (end_ == buf_.size()) {
+      if (begin_ > 0) {
+        std::memmove(buf_.data(), buf_.data() + begin_, end_ - begin_);
+        end_ -= begin_;
+        begin_ = 0;
+      } else {
+        co_await send_parse_error(431, "request head too large");
+        co_return false;
+      }
+    }
+    auto [ec, n] = co_await socket_.async_read_some(
+        asio::buffer(buf_.data() + end_, buf_.size() - end_), use_nothrow);
+    if (ec) {
+      if (down_wd_.expired() && begin_ < end_) {
+        co_await send_parse_error(408, "request head timeout");
+      }
+      co_return false;
+    }
+    end_ += n;
+  }
+}
+
+asio::awaitable<void> HttpSession::send_parse_error(int status, std::string_view reason) {
+  log_ = {};
+  log_.start = Clock::now();
+  request_id_ = fmt::format("{:016x}{:016x}", worker_.random(), worker_.random());
+  log_.error = reason;
+  Error e{Source::Downstream, ErrorKind::BadRequest};
+  (void)e;
+  log::info("{}: {} from {} ({})", status, reason, client_ip_, listener_name_);
+  std::string body = fmt::format(R"({{"error":"{}","status":{},"request_id":"{}"}})", reason,
+                                 status, request_id_);
+  co_await send_local(status, body, "application/json", {}, true);
+  write_access_log();
+}
+
+asio::awaitable<void> HttpSession::send_local(
+    int status, std::string_view body, std::string_view content_type,
+    const std::vector<std::pair<std::string, std::string>>& extra, bool close) {
+  out_.clear();
+  out_ += "HTTP/1.1 ";
+  append_decimal(out_, static_cast<uint64_t>(status));
+  out_ += ' ';
+  out_ += status_text(status);
+  out_ += "\r\nserver: sluice\r\ndate: ";
+  out_ += worker_.http_date();
+  if (!content_type.empty()) {
+    out_ += "\r\ncontent-type: ";
+    out_ += content_type;
+  }
+  out_ += "\r\ncontent-length: ";
+  append_decimal(out_, body.size());
+  if (!request_id_.empty()) {
+    out_ += "\r\nx-request-id: ";
+    out_ += request_id_;
+  }
+  for (const auto& [k, v] : extra) {
+    out_ += "\r\n";
+    out_ += k;
+    out_ += ": ";
+    out_ += v;
+  }
+  if (close) out_ += "\r\nconnection: close";
+  out_ += "\r\n\r\n";
+  bool head_only = head_.method == "HEAD";
+  std::array<asio::const_buffer, 2> bufs{asio::buffer(out_),
+                                          asio::buffer(body.data(), head_only ? 0 : body.size())};
+  down_wd_.arm(std::chrono::seconds(5), &socket_);
+  auto [ec, n] = co_await asio::async_write(socket_, bufs, use_nothrow);
+  log_.status = status;
+  log_.bytes_out += n;
+  if (close) close_after_ = true;
+}
+
+asio::awaitable<void> HttpSession::send_error(const Error& e, std::string_view detail, bool close,
+                                              std::string_view allow) {
+  log_.error = detail.empty() ? std::string(e.reason()) : std::string(detail);
+  std::string body = fmt::format(R"({{"error":"{}","status":{},"request_id":"{}"}})", e.reason(),
+                                 e.status(), request_id_);
+  std::vector<std::pair<std::string, std::string>> extra;
+  if (!allow.empty()) extra.emplace_back("allow", std::string(allow));
+  co_await send_local(e.status(), body, "application/json", extra, close);
+}
+
+asio::awaitable<HttpSession::Next> HttpSession::handle() {
+  log_ = {};
+  log_.start = Clock::now();
+  log_.method = head_.method;
+  log_.host = head_.host;
+  log_.path = head_.path;
+  log_.protocol = head_.version == http::Version::Http10 ? "HTTP/1.0" : "HTTP/1.1";
+  log_.bytes_in = head_len_;
+  if (auto ua = head_.header("user-agent"); ua.found) log_.user_agent = ua.value;
+  response_started_ = false;
+
+  // Correlation ids: keep the client's when valid, continue its trace.
+  auto rid = head_.header("x-request-id");
+  if (rid.found && valid_request_id(rid.value)) {
+    request_id_ = rid.value;
+  } else {
+    uint64_t a = worker_.random(), b = worker_.random();
+    request_id_ = fmt::format("{:08x}-{:04x}-4{:03x}-{:04x}-{:012x}", a >> 32, (a >> 16) & 0xffff,
+                              a & 0xfff, (b >> 48 & 0x3fff) | 0x8000, b & 0xffffffffffffull);
+  }
+  std::string_view parent_trace, flags = "01";
+  auto tp = head_.header("traceparent");
+  if (tp.found && parse_traceparent(tp.value, parent_trace, flags)) {
+    trace_id_ = parent_trace;
+  } else {
+    trace_id_ = fmt::format("{:016x}{:016x}", worker_.random(), worker_.random());
+    flags = "01";
+  }
+  traceparent_out_ = fmt::format("00-{}-{:016x}-{}", trace_id_, worker_.random() | 1, flags);
+
+  // The body (if any) starts right after the head.
+  begin_ += head_len_;
+  const bool has_body = head_.body_kind != http::BodyKind::None;
+  Next after_local = has_body ? Next::Close : Next::KeepAlive;
+  bool keep = head_.keep_alive && !worker_.draining();
+
+  auto norm = http::normalise_path(head_.path);
+  if (!norm.ok) {
+    co_await send_error({Source::Downstream, ErrorKind::BadRequest}, norm.error, true);
+    write_access_log();
+    co_return Next::Close;
+  }
+  log_.path = norm.path;
+
+  router::RequestView rv{head_.method, head_.host, norm.path, head_.query, &head_.headers};
+  router::MatchResult m = snap_->router->match(rv);
+  if (m.outcome != router::MatchResult::Outcome::Matched) {
+    bool not_allowed = m.outcome == router::MatchResult::Outcome::MethodNotAllowed;
+    Error e{Source::Downstream, not_allowed ? ErrorKind::MethodNotAllowed : ErrorKind::NoRoute};
+    co_await send_error(e, {}, !keep || has_body, m.allow);
+    write_access_log();
+    co_return keep ? after_local : Next::Close;
+  }
+  const CompiledRoute& route = snap_->routes[m.route_index];
+  const config::Route& rc = *route.config;
+  log_.route = rc.name;
+
+  if (rc.action == config::Route::Action::Respond || rc.action == config::Route::Action::Redirect) {
+    bool close = !keep || has_body;
+    if (rc.action == config::Route::Action::Respond) {
+      std::string_view ctype;
+      std::vector<std::pair<std::string, std::string>> extra;
+      for (const auto& [k, v] : rc.respond.headers) {
+        if (k == "content-type") {
+          ctype = v;
+        } else {
+          extra.emplace_back(k, v);
+        }
+      }
+      if (ctype.empty() && !rc.respond.body.empty()) ctype = "text/plain";
+      for (const auto& [k, v] : rc.response_headers.set) extra.emplace_back(k, v);
+      co_await send_local(rc.respond.status, rc.respond.body, ctype, extra, close);
+    } else {
+      // (a named vector: GCC 12 miscompiles a braced temporary holding a string literal across
+      // co_await: "array used as initializer")
+      std::vector<std::pair<std::string, std::string>> extra;
+      extra.emplace_back(std::string("location"), rc.redirect.to);
+      co_await send_local(rc.redirect.status, {}, {}, extra, close);
+    }
+    write_access_log();
+    co_return close ? Next::Close : Next::KeepAlive;
+  }
+
+  if (head_.body_kind == http::BodyKind::Length && head_.content_length > limits_.max_body) {
+    co_await send_error({Source::Downstream, ErrorKind::BodyTooLarge}, {}, true);
+    write_access_log();
+    co_return Next::Close;
+  }
+
+  int up_index = route.upstream;
+  if (rc.action == config::Route::Action::Split) {
+    up_index = route.split_upstreams[upstream::pick_split(route.split_weights, worker_.random())];
+  }
+  const CompiledUpstream& up = snap_->upstreams[static_cast<size_t>(up_index)];
+  log_.upstream = up.config->name;
+
+  route_ = &route;
+  route_timeout_ = rc.timeout;
+  filters::Exchange x;
+  x.request = &head_;
+  x.client_ip = client_ip_;
+  x.request_id = request_id_;
+  x.upstream_headers = head_.headers;
+  for (const auto& f : route.filters) {
+    filters::Step step = f->on_request(x);
+    if (step.kind() == filters::Step::Kind::Respond) {
+      std::string body = fmt::format(R"({{"error":"{}","status":{},"request_id":"{}"}})",
+                                     step.reason(), step.status(), request_id_);
+      log_.error = step.reason();
+      co_await send_local(step.status(), body, "application/json", {}, !keep || has_body);
+      write_access_log();
+      co_return (!keep || has_body) ? Next::Close : Next::KeepAlive;
+    }
+  }
+  const std::string upstream_path = snap_->router->rewrite_path(m, norm.path);
+  Next n = co_await forward(up, static_cast<size_t>(up_index), upstream_path, x);
+  write_access_log();
+  if (!keep) co_return Next::Close;
+  co_return n;
+}
+
+std::string HttpSession::build_upstream_head(const filters::Exchange& x, std::string_view path,
+                                             const CompiledTarget& target,
+                                             http::BodyKind body_kind) {
+  std::string h;
+  h.reserve(512 + head_len_);
+  h += head_.method;
+  h += ' ';
+  h += path;
+  if (!head_.query.empty()) {
+    h += '?';
+    h += head_.query;
+  }
+  h += " HTTP/1.1\r\nhost: ";
+  h += head_.host.empty() ? std::string_view(target.address) : head_.host;
+  h += "\r\n";
+  std::string_view xff, fwd, via;
+  for (const auto& hd : x.upstream_headers) {
+    if (http::iequals(hd.name, "host") || is_hop_by_hop(hd.name) ||
+        named_in_connection(head_.headers, hd.name)) {
+      continue;
+    }
+    if (http::iequals(hd.name, "x-forwarded-for")) {
+      xff = hd.value;
+      continue;
+    }
+    if (http::iequals(hd.name, "forwarded")) {
+      fwd = hd.value;
+      continue;
+    }
+    if (http::iequals(hd.name, "via")) {
+      via = hd.value;
+      continue;
+    }
+    if (http::iequals(hd.name, "x-forwarded-proto") || http::iequals(hd.name, "x-forwarded-host") ||
+        http::iequals(hd.name, "x-request-id") || http::iequals(hd.name, "traceparent")) {
+      continue;
+    }
+    h += hd.name;
+    h += ": ";
+    h += hd.value;
+    h += "\r\n";
+  }
+  h += "x-forwarded-for: ";
+  if (!xff.empty()) {
+    h += xff;
+    h += ", ";
+  }
+  h += client_ip_;
+  h += "\r\nx-forwarded-proto: http\r\nx-forwarded-host: ";
+  h += head_.host;
+  h += "\r\nforwarded: ";
+  if (!fwd.empty()) {
+    h += fwd;
+    h += ", ";
+  }
+  bool v6 = client_ip_.find(':') != std::string::npos;
+  h += v6 ? "for=\"[" : "for=";
+  h += client_ip_;
+  h += v6 ? "]\"" : "";
+  if (!head_.host.empty()) {
+    h += ";host=\"";
+    h += head_.host;
+    h += "\"";
+  }
+  h += ";proto=http\r\nvia: ";
+  if (!via.empty()) {
+    h += via;
+    h += ", ";
+  }
+  h += head_.version == http::Version::Http10 ? "1.0 sluice" : "1.1 sluice";
+  h += "\r\nx-request-id: ";
+  h += request_id_;
+  h += "\r\ntraceparent: ";
+  h += traceparent_out_;
+  h += "\r\n";
+  if (body_kind == http::BodyKind::Length) {
+    h += "content-length: ";
+    append_decimal(h, head_.content_length);
+    h += "\r\n";
+  } else if (body_kind == http::BodyKind::Chunked) {
+    h += "transfer-encoding: chunked\r\n";
+  }
+  h += "\r\n";
+  return h;
+}
+
+// Connects to `target` within the upstream's connect timeout.
+asio::awaitable<Error> connect_target(tcp::socket& sock, const CompiledTarget& target,
+                                      Duration timeout, Watchdog& wd) {
+  error_code ec;
+  auto addr = asio::ip::make_address(target.ip, ec);
+  if (ec) co_return Error{Source::Upstream, ErrorKind::ConnectFailed};
+  tcp::endpoint ep(addr, target.port);
+  sock.open(ep.protocol(), ec);
+  if (ec) co_return Error{Source::Internal, ErrorKind::ConnectFailed};
+  wd.arm(timeout, &sock);
+  auto [cec] = co_await sock.async_connect(ep, use_nothrow);
+  wd.disarm();
+  if (cec) {
+    if (wd.expired()) co_return Error{Source::Upstream, ErrorKind::ConnectTimeout};
+    if (cec == asio::error::connection_refused) {
+      co_return Error{Source::Upstream, ErrorKind::ConnectRefused};
+    }
+    co_return Error{Source::Upstream, ErrorKind::ConnectFailed};
+  }
+  sock.set_option(tcp::no_delay(true), ec);
+  co_return Error{};
+}
+
+bool idempotent(std::string_view method) {
+  return method == "GET" || method == "HEAD" || method == "OPTIONS" || method == "PUT" ||
+         method == "DELETE" || method == "TRACE";
+}
+
+asio::awaitable<HttpSession::Next> HttpSession::forward(const CompiledUpstream& up,
+                                                        size_t up_index,
+                                                        std::string_view upstream_path,
+                                                        filters::Exchange& x) {
+  const config::Upstream& uc = *up.config;
+  const Duration request_timeout = route_timeout_.value_or(uc.timeouts.request);
+  const bool has_body = head_.body_kind != http::BodyKind::None;
+  const bool replayable = !has_body && idempotent(head_.method);
+  const Next on_error = has_body ? Next::Close : Next::KeepAlive;
+  const auto started = Clock::now();
+
+  // Attempts: a connect failure moves on to another target for any method (nothing was sent);
+  // a reused keep-alive connection that dies before answering is retried once on a fresh
+  // connection to the same target when the request can be replayed (idempotent, no body).
+  std::vector<bool> excluded(up.targets.size(), false);
+  const size_t max_connect_attempts = std::min<size_t>(up.targets.size(), 2);
+  size_t connect_attempts = 0;
+  bool fresh_retry_used = false;
+  bool force_fresh = false;
+  bool continue_sent = false;
+  Error last{Source::Upstream, ErrorKind::NoTarget};
+  std::unique_ptr<UpstreamConnection> conn;
+  const CompiledTarget* target = nullptr;
+  bool reused = false;
+  std::string uhead;
+
+  std::vector<char> rbuf;
+  size_t rbegin = 0, rend = 0;
+  http::ResponseParser rparser;
+  http::ResponseHead rhead;
+  size_t rhead_len = 0;
+
+  for (;;) {
+    if (!conn) {
+      if (force_fresh) {
+        force_fresh = false;
+      } else {
+        if (connect_attempts >= max_connect_attempts) break;
+        std::optional<size_t> pick = worker_.balancer(up_index).pick(excluded);
+        if (!pick) break;
+        ++connect_attempts;
+        target = &up.targets[*pick];
+        excluded[*pick] = true;
+        conn = worker_.pool().acquire(target->key, uc.timeouts.idle);
+      }
+      ++log_.attempts;
+      log_.target = target->address;
+      reused = conn != nullptr;
+      if (!conn) {
+        conn = std::make_unique<UpstreamConnection>(worker_.io());
+        conn->key = target->key;
+        last = co_await connect_target(conn->socket, *target, uc.timeouts.connect, up_wd_);
+        if (last) {
+          log::warn("upstream {} target {}: {}", uc.name, target->address, last.reason());
+          conn.reset();
+          continue;
+        }
+      }
+    }
+
+    // Request head, and the body when there is one.
+    uhead = build_upstream_head(x, upstream_path, *target, head_.body_kind);
+    if (head_.expect_continue && has_body && !continue_sent) {
+      continue_sent = true;
+      static constexpr std::string_view k100 = "HTTP/1.1 100 Continue\r\n\r\n";
+      down_wd_.arm(limits_.idle_timeout, &socket_);
+      auto [ec, n] = co_await asio::async_write(socket_, asio::buffer(k100), use_nothrow);
+      if (ec) co_return Next::Close;
+    }
+    up_wd_.arm(request_timeout, &conn->socket);
+    if (!has_body) {
+      auto [ec, n] = co_await asio::async_write(conn->socket, asio::buffer(uhead), use_nothrow);
+      if (ec) {
+        conn.reset();
+        if (reused && replayable && !fresh_retry_used) {
+          fresh_retry_used = force_fresh = true;
+          continue;
+        }
+        last = up_wd_.expired() ? Error{Source::Upstream, ErrorKind::UpstreamTimeout}
+                                : Error{Source::Upstream, ErrorKind::UpstreamReset};
+        break;
+      }
+    } else {
+      BodySource src(socket_, buf_, begin_, end_, down_wd_, limits_.request_body_timeout);
+      src.start(head_.body_kind, head_.content_length);
+      BodySink sink(conn->socket, up_wd_, request_timeout,
+                    head_.body_kind == http::BodyKind::Chunked ? BodySink::Framing::Chunked
+                                                               : BodySink::Framing::Raw);
+      std::vector<std::string_view> pieces;
+      std::string_view prefix = uhead;
+      uint64_t body_bytes = 0;
+      for (;;) {
+        auto st = co_await src.next(pieces);
+        if (st == BodySource::Status::Error || st == BodySource::Status::Timeout) {
+          log_.bytes_in += src.raw_bytes();
+          Error e{Source::Downstream, st == BodySource::Status::Timeout
+                                          ? ErrorKind::RequestTimeout
+                                          : ErrorKind::BadRequest};
+          co_await send_error(e, src.error(), true);
+          co_return Next::Close;
+        }
+        for (auto p : pieces) body_bytes += p.size();
+        if (body_bytes > limits_.max_body) {
+          log_.bytes_in += src.raw_bytes();
+          co_await send_error({Source::Downstream, ErrorKind::BodyTooLarge}, {}, true);
+          co_return Next::Close;
+        }
+        bool last_piece = st == BodySource::Status::End || src.done();
+        if (!co_await sink.write(prefix, pieces, last_piece)) {
+          log_.bytes_in += src.raw_bytes();
+          Error e = up_wd_.expired() ? Error{Source::Upstream, ErrorKind::UpstreamTimeout}
+                                     : Error{Source::Upstream, ErrorKind::UpstreamReset};
+          co_await send_error(e, "upstream write failed", true);
+          co_return Next::Close;
+        }
+        prefix = {};
+        if (last_piece) break;
+      }
+      log_.bytes_in += src.raw_bytes();
+    }
+
+    // Response head; 1xx interim responses are skipped.
+    if (rbuf.empty()) rbuf = worker_.buffers().take(kResponseBufferSize);
+    rbegin = rend = 0;
+    rparser.reset();
+    bool got_head = false, got_bytes = false;
+    for (;;) {
+      if (rbegin < rend) {
+        rhead = {};
+        auto r = rparser.parse(std::string_view(rbuf.data() + rbegin, rend - rbegin), rhead,
+                               head_.method);
+        if (r.status == http::ParseStatus::Error) {
+          last = {Source::Upstream, ErrorKind::BadResponse};
+          break;
+        }
+        if (r.status == http::ParseStatus::Done) {
+          if (rhead.status >= 100 && rhead.status < 200) {
+            rbegin += r.consumed;
+            rparser.reset();
+            continue;
+          }
+          rhead_len = r.consumed;
+          got_head = true;
+          break;
+        }
+      }
+      if (rend == rbuf.size()) {
+        if (rbegin == 0 || rend - rbegin > kMaxResponseHead) {
+          last = {Source::Upstream, ErrorKind::BadResponse};
+          break;
+        }
+        std::memmove(rbuf.data(), rbuf.data() + rbegin, rend - rbegin);
+        rend -= rbegin;
+        rbegin = 0;
+      }
+      auto [ec, n] = co_await conn->socket.async_read_some(
+          asio::buffer(rbuf.data() + rend, rbuf.size() - rend), use_nothrow);
+      if (ec) {
+        last = up_wd_.expired() ? Error{Source::Upstream, ErrorKind::UpstreamTimeout}
+                                : Error{Source::Upstream, ErrorKind::UpstreamReset};
+        break;
+      }
+      got_bytes = true;
+      rend += n;
+    }
+    if (got_head) break;
+    conn.reset();
+    if (!got_bytes && reused && replayable && !fresh_retry_used &&
+        last.kind == ErrorKind::UpstreamReset) {
+      fresh_retry_used = force_fresh = true;
+      continue;
+    }
+    co_await send_error(last, {}, has_body);
+    worker_.buffers().give(std::move(rbuf));
+    co_return on_error;
+  }
+  if (!conn) {  // every attempt failed to connect
+    co_await send_error(last, {}, has_body);
+    if (!rbuf.empty()) worker_.buffers().give(std::move(rbuf));
+    co_return on_error;
+  }
+  log_.upstream_us =
+      std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - started).count();
+  log_.status = rhead.status;
+
+  // Response head for the client.
+  x.response_status = rhead.status;
+  x.response_headers.clear();
+  for (const auto& h : rhead.headers) {
+    if (is_hop_by_hop(h.name) || named_in_connection(rhead.headers, h.name)) continue;
+    x.response_headers.push_back(h);
+  }
+  for (auto it = route_->filters.rbegin(); it != route_->filters.rend(); ++it) {
+    (*it)->on_response(x);
+  }
+  const bool http10 = head_.version == http::Version::Http10;
+  bool keep = head_.keep_alive && !worker_.draining() && !close_after_;
+  BodySink::Framing framing = BodySink::Framing::Raw;
+  out_.clear();
+  out_ += "HTTP/1.1 ";
+  append_decimal(out_, static_cast<uint64_t>(rhead.status));
+  out_ += ' ';
+  out_ += rhead.reason.empty() ? status_text(rhead.status) : rhead.reason;
+  out_ += "\r\n";
+  bool has_request_id = false;
+  for (const auto& h : x.response_headers) {
+    if (!has_request_id && http::iequals(h.name, "x-request-id")) has_request_id = true;
+    out_ += h.name;
+    out_ += ": ";
+    out_ += h.value;
+    out_ += "\r\n";
+  }
+  if (!has_request_id) {
+    out_ += "x-request-id: ";
+    out_ += request_id_;
+    out_ += "\r\n";
+  }
+  switch (rhead.body_kind) {
+    case http::BodyKind::None:
+      if (auto cl = rhead.header("content-length"); cl.found && rhead.status != 204) {
+        out_ += "content-length: ";
+        out_ += cl.value;
+        out_ += "\r\n";
+      }
+      break;
+    case http::BodyKind::Length:
+      out_ += "content-length: ";
+      append_decimal(out_, rhead.content_length);
+      out_ += "\r\n";
+      break;
+    case http::BodyKind::Chunked:
+    case http::BodyKind::UntilClose:
+      if (http10) {
+        keep = false;  // close-delimited for an HTTP/1.0 client
+      } else {
+        out_ += "transfer-encoding: chunked\r\n";
+        framing = BodySink::Framing::Chunked;
+      }
+      break;
+  }
+  if (!keep) {
+    out_ += "connection: close\r\n";
+  } else if (http10) {
+    out_ += "connection: keep-alive\r\n";
+  }
+  out_ += "\r\n";
+
+  // Stream the body; the head goes out with its first piece.
+  rbegin += rhead_len;
+  BodySource src(conn->socket, rbuf, rbegin, rend, up_wd_, request_timeout);
+  src.start(rhead.body_kind, rhead.content_length);
+  BodySink sink(socket_, down_wd_, limits_.idle_timeout, framing);
+  std::vector<std::string_view> pieces;
+  std::string_view prefix = out_;
+  bool upstream_ok = true;
+  bool client_ok = true;
+  for (;;) {
+    auto st = co_await src.next(pieces);
+    if (st == BodySource::Status::Error || st == BodySource::Status::Timeout) {
+      upstream_ok = false;
+      log_.error = st == BodySource::Status::Timeout ? "upstream timeout mid-body"
+                                                     : "upstream body error";
+      // Send what we have (the head) so the client sees a truncated response, then close.
+      if (!prefix.empty()) co_await sink.write(prefix, {}, false);
+      break;
+    }
+    bool last_piece = st == BodySource::Status::End || src.done();
+    if (!co_await sink.write(prefix, pieces, last_piece)) {
+      client_ok = false;
+      break;
+    }
+    prefix = {};
+    if (last_piece) break;
+  }
+  log_.bytes_out += sink.bytes();
+  up_wd_.disarm();
+  if (upstream_ok && client_ok && src.done() && rhead.keep_alive && rbegin == rend) {
+    ++conn->requests;
+    worker_.pool().release(std::move(conn));
+  }
+  worker_.buffers().give(std::move(rbuf));
+  if (!upstream_ok || !client_ok || !keep) co_return Next::Close;
+  co_return Next::KeepAlive;
+}
+
+void HttpSession::write_access_log() {
+  if (!log::access_enabled()) return;
+  auto dur = std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - log_.start);
+  std::string line;
+  line.reserve(512);
+  line += R"({"time":")";
+  line += log::rfc3339_now();
+  line += R"(","request_id":")";
+  log::json_escape(line, request_id_);
+  line += R"(","trace_id":")";
+  line += trace_id_;
+  line += R"(","client_ip":")";
+  line += client_ip_;
+  line += R"(","listener":")";
+  log::json_escape(line, listener_name_);
+  line += R"(","method":")";
+  log::json_escape(line, log_.method);
+  line += R"(","host":")";
+  log::json_escape(line, log_.host);
+  line += R"(","path":")";
+  log::json_escape(line, log_.path);
+  line += R"(","protocol":")";
+  line += log_.protocol;
+  line += R"(","status":)";
+  append_decimal(line, static_cast<uint64_t>(log_.status));
+  line += R"(,"bytes_in":)";
+  append_decimal(line, log_.bytes_in);
+  line += R"(,"bytes_out":)";
+  append_decimal(line, log_.bytes_out);
+  line += fmt::format(R"(,"duration_ms":{:.3f})", dur.count() / 1000.0);
+  auto str_or_null = [&](std::string_view key, const std::string& v) {
+    line += ",\"";
+    line += key;
+    line += "\":";
+    if (v.empty()) {
+      line += "null";
+    } else {
+      line += '"';
+      log::json_escape(line, v);
+      line += '"';
+    }
+  };
+  str_or_null("route", log_.route);
+  str_or_null("upstream", log_.upstream);
+  str_or_null("target", log_.target);
+  if (log_.upstream_us >= 0) {
+    line += fmt::format(R"(,"upstream_ms":{:.3f})", log_.upstream_us / 1000.0);
+  } else {
+    line += R"(,"upstream_ms":null)";
+  }
+  line += R"(,"attempts":)";
+  append_decimal(line, static_cast<uint64_t>(log_.attempts));
+  line += R"(,"consumer":null,"cache":"-","rate_limited":false)";
+  str_or_null("user_agent", log_.user_agent);
+  str_or_null("error", log_.error);
+  line += '}';
+  log::access(std::move(line));
+}
+
+}  // namespace
+
+asio::awaitable<void> serve_http(server::Worker& worker, tcp::socket socket,
+                                 std::string listener_name) {
+  HttpSession session(worker, std::move(socket), std::move(listener_name));
+  co_await session.run();
+}
+
+}  // namespace sluice::proxy

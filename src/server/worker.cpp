@@ -1,0 +1,231 @@
+#include "server/worker.h"
+
+#include <sys/socket.h>
+
+#include <ctime>
+
+#include "core/log.h"
+#include "proxy/http_session.h"
+
+namespace sluice::server {
+
+// ---- UpstreamPool ----
+
+namespace {
+// An idle pooled connection is usable when the peer has neither closed it nor sent anything.
+bool still_open(tcp::socket& s) {
+  char c;
+  ssize_t n = ::recv(s.native_handle(), &c, 1, MSG_PEEK | MSG_DONTWAIT);
+  return n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK);
+}
+}  // namespace
+
+std::unique_ptr<UpstreamConnection> UpstreamPool::acquire(const std::string& key,
+                                                          Duration idle_timeout) {
+  auto it = idle_.find(key);
+  if (it == idle_.end()) return nullptr;
+  auto& list = it->second;
+  auto now = std::chrono::steady_clock::now();
+  while (!list.empty()) {
+    std::unique_ptr<UpstreamConnection> c = std::move(list.back());
+    list.pop_back();
+    if (now - c->idle_since < idle_timeout && still_open(c->socket)) return c;
+  }
+  return nullptr;
+}
+
+void UpstreamPool::release(std::unique_ptr<UpstreamConnection> conn) {
+  auto& list = idle_[conn->key];
+  if (list.size() >= kMaxIdlePerTarget) return;  // closes it
+  conn->idle_since = std::chrono::steady_clock::now();
+  list.push_back(std::move(conn));
+}
+
+void UpstreamPool::sweep(Duration idle_timeout) {
+  auto now = std::chrono::steady_clock::now();
+  for (auto& [key, list] : idle_) {
+    std::erase_if(list, [&](const std::unique_ptr<UpstreamConnection>& c) {
+      return now - c->idle_since >= idle_timeout || !still_open(c->socket);
+    });
+  }
+}
+
+void UpstreamPool::clear() { idle_.clear(); }
+
+size_t UpstreamPool::idle_count() const {
+  size_t n = 0;
+  for (const auto& [key, list] : idle_) n += list.size();
+  return n;
+}
+
+// ---- BufferPool ----
+
+std::vector<char> BufferPool::take(size_t min_size) {
+  while (!free_.empty()) {
+    std::vector<char> b = std::move(free_.back());
+    free_.pop_back();
+    if (b.size() >= min_size) return b;
+  }
+  return std::vector<char>(min_size);
+}
+
+void BufferPool::give(std::vector<char>&& buf) {
+  if (buf.empty() || free_.size() >= 64) return;
+  free_.push_back(std::move(buf));
+}
+
+// ---- Worker ----
+
+Worker::Worker(int id) : id_(id), rng_(std::random_device{}() ^ (uint64_t(id) << 32)) {}
+
+Worker::~Worker() { stop(); }
+
+void Worker::start(std::shared_ptr<const Snapshot> snapshot, std::vector<ListenerSocket> sockets) {
+  asio::post(io_, [this, snapshot = std::move(snapshot), sockets = std::move(sockets)]() mutable {
+    snapshot_ = std::move(snapshot);
+    for (auto& s : sockets) open_listener(std::move(s));
+    asio::co_spawn(io_, housekeeping(), asio::detached);
+  });
+  thread_ = std::thread([this] {
+    for (;;) {
+      try {
+        io_.run();
+        break;
+      } catch (const std::exception& e) {
+        // A bug escaped a handler: log it and keep the worker serving.
+        log::error("worker {}: unexpected exception: {}", id_, e.what());
+      }
+    }
+  });
+}
+
+void Worker::apply(std::shared_ptr<const Snapshot> snapshot, std::vector<ListenerSocket> added,
+                   std::vector<std::string> removed) {
+  asio::post(io_, [this, snapshot = std::move(snapshot), added = std::move(added),
+                   removed = std::move(removed)]() mutable {
+    snapshot_ = std::move(snapshot);
+    for (const auto& key : removed) {
+      auto it = acceptors_.find(key);
+      if (it == acceptors_.end()) continue;
+      error_code ignored;
+      it->second->close(ignored);
+      acceptors_.erase(it);
+    }
+    for (auto& s : added) open_listener(std::move(s));
+  });
+}
+
+void Worker::drain() {
+  asio::post(io_, [this] {
+    draining_ = true;
+    for (auto& [key, acc] : acceptors_) {
+      error_code ignored;
+      acc->close(ignored);
+    }
+    acceptors_.clear();
+    pool_.clear();
+    // on_drain may end a session, which removes itself from the set: iterate over a copy.
+    std::vector<Session*> sessions(sessions_.begin(), sessions_.end());
+    for (Session* s : sessions) s->on_drain();
+  });
+}
+
+void Worker::stop() {
+  if (!thread_.joinable()) return;
+  io_.stop();
+  thread_.join();
+}
+
+void Worker::open_listener(ListenerSocket ls) {
+  auto acc = std::make_shared<tcp::acceptor>(io_);
+  error_code ec;
+  int family = 0;
+  sockaddr_storage ss{};
+  socklen_t len = sizeof ss;
+  if (::getsockname(ls.fd, reinterpret_cast<sockaddr*>(&ss), &len) == 0) family = ss.ss_family;
+  acc->assign(family == AF_INET6 ? tcp::v6() : tcp::v4(), ls.fd, ec);
+  if (ec) {
+    log::error("worker {}: cannot adopt listener {}: {}", id_, ls.key, ec.message());
+    ::close(ls.fd);
+    return;
+  }
+  acceptors_[ls.key] = acc;
+  asio::co_spawn(io_, accept_loop(acc, ls.name), asio::detached);
+}
+
+asio::awaitable<void> Worker::accept_loop(std::shared_ptr<tcp::acceptor> acceptor,
+                                          std::string name) {
+  for (;;) {
+    auto [ec, socket] = co_await acceptor->async_accept(use_nothrow);
+    if (ec) {
+      if (ec == asio::error::operation_aborted || !acceptor->is_open()) co_return;
+      // EMFILE and friends: back off briefly instead of spinning.
+      log::warn("accept on {} failed: {}", name, ec.message());
+      asio::steady_timer t(io_, std::chrono::milliseconds(50));
+      co_await t.async_wait(use_nothrow);
+      continue;
+    }
+    if (draining_) co_return;
+    error_code ignored;
+    socket.set_option(tcp::no_delay(true), ignored);
+    connections_.fetch_add(1, std::memory_order_relaxed);
+    asio::co_spawn(io_, proxy::serve_http(*this, std::move(socket), name),
+                   [this](std::exception_ptr e) {
+                     connections_.fetch_sub(1, std::memory_order_relaxed);
+                     if (e) {
+                       try {
+                         std::rethrow_exception(e);
+                       } catch (const std::exception& ex) {
+                         log::error("connection ended by unexpected exception: {}", ex.what());
+                       }
+                     }
+                   });
+  }
+}
+
+asio::awaitable<void> Worker::housekeeping() {
+  asio::steady_timer timer(io_);
+  for (;;) {
+    timer.expires_after(std::chrono::seconds(1));
+    auto [ec] = co_await timer.async_wait(use_nothrow);
+    if (ec) co_return;
+    Duration idle = std::chrono::seconds(60);
+    if (snapshot_ != nullptr && !snapshot_->upstreams.empty()) {
+      idle = snapshot_->upstreams.front().config->timeouts.idle;
+      for (const auto& u : snapshot_->upstreams) idle = std::min(idle, u.config->timeouts.idle);
+    }
+    pool_.sweep(idle);
+    if (draining_ && connections_.load() == 0) co_return;
+  }
+}
+
+upstream::Balancer& Worker::balancer(size_t upstream_index) {
+  if (balancers_generation_ != snapshot_->generation) {
+    balancers_.clear();
+    for (const auto& u : snapshot_->upstreams) {
+      std::vector<uint32_t> weights;
+      for (const auto& t : u.targets) weights.push_back(t.weight);
+      balancers_.push_back(std::make_unique<upstream::WeightedRoundRobin>(std::move(weights)));
+    }
+    balancers_generation_ = snapshot_->generation;
+  }
+  return *balancers_[upstream_index];
+}
+
+const std::string& Worker::http_date() {
+  std::time_t now = std::time(nullptr);
+  if (now != date_second_) {
+    std::tm tm{};
+    gmtime_r(&now, &tm);
+    char buf[64];
+    std::strftime(buf, sizeof buf, "%a, %d %b %Y %H:%M:%S GMT", &tm);
+    date_ = buf;
+    date_second_ = now;
+  }
+  return date_;
+}
+
+void Worker::add_session(Session* s) { sessions_.insert(s); }
+void Worker::remove_session(Session* s) { sessions_.erase(s); }
+
+}  // namespace sluice::server

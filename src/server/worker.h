@@ -1,0 +1,127 @@
+// One event-loop thread: its own io_context, its own listening sockets (SO_REUSEPORT), its own
+// upstream connection pools and balancer state. A connection lives and dies on one worker, so
+// nothing on the request path takes a lock.
+//
+// Thread rules: the public methods marked "any thread" post to the loop; everything else is
+// called on the worker's own thread.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <random>
+#include <string>
+#include <thread>
+#include <unordered_map>
+#include <unordered_set>
+#include <vector>
+
+#include "server/asio.h"
+#include "server/snapshot.h"
+#include "upstream/balancer.h"
+
+namespace sluice::server {
+
+// An idle keep-alive connection to a target.
+struct UpstreamConnection {
+  explicit UpstreamConnection(asio::io_context& io) : socket(io) {}
+  tcp::socket socket;
+  std::string key;  // CompiledTarget::key
+  std::chrono::steady_clock::time_point idle_since;
+  uint64_t requests = 0;
+};
+
+// Keep-alive pool per target, owned by one worker.
+class UpstreamPool {
+ public:
+  static constexpr size_t kMaxIdlePerTarget = 256;
+  // A live idle connection to `key`, or nullptr.
+  std::unique_ptr<UpstreamConnection> acquire(const std::string& key, Duration idle_timeout);
+  void release(std::unique_ptr<UpstreamConnection> conn);
+  void sweep(Duration idle_timeout);  // close connections idle for longer than idle_timeout
+  void clear();
+  size_t idle_count() const;
+
+ private:
+  std::unordered_map<std::string, std::vector<std::unique_ptr<UpstreamConnection>>> idle_;
+};
+
+// Recycled I/O buffers, so idle connections hold none and busy ones rarely allocate.
+class BufferPool {
+ public:
+  std::vector<char> take(size_t min_size);
+  void give(std::vector<char>&& buf);
+
+ private:
+  std::vector<std::vector<char>> free_;
+};
+
+// What a session exposes to the worker for draining.
+class Session {
+ public:
+  virtual ~Session() = default;
+  virtual void on_drain() = 0;  // close if idle; otherwise finish the current exchange and close
+};
+
+struct ListenerSocket {
+  std::string key;   // "host:port"
+  std::string name;  // listener name
+  int fd = -1;       // bound + listening, SO_REUSEPORT; the worker takes ownership
+};
+
+class Worker {
+ public:
+  explicit Worker(int id);
+  ~Worker();
+
+  int id() const { return id_; }
+  asio::io_context& io() { return io_; }
+
+  // Any thread. Starts the loop thread with its first snapshot and listening sockets.
+  void start(std::shared_ptr<const Snapshot> snapshot, std::vector<ListenerSocket> sockets);
+  // Any thread. Swaps in a new snapshot; opens `added` sockets and closes listeners whose key is
+  // in `removed`.
+  void apply(std::shared_ptr<const Snapshot> snapshot, std::vector<ListenerSocket> added,
+             std::vector<std::string> removed);
+  // Any thread. Stops accepting, closes idle connections, lets in-flight exchanges finish.
+  void drain();
+  // Any thread. Stops the loop (after drain or on timeout) and joins the thread.
+  void stop();
+
+  int active_connections() const { return connections_.load(std::memory_order_relaxed); }
+
+  // --- worker thread only ---
+  const std::shared_ptr<const Snapshot>& snapshot() const { return snapshot_; }
+  bool draining() const { return draining_; }
+  upstream::Balancer& balancer(size_t upstream_index);
+  UpstreamPool& pool() { return pool_; }
+  BufferPool& buffers() { return buffers_; }
+  uint64_t random() { return rng_(); }
+  const std::string& http_date();  // IMF-fixdate, refreshed once per second
+  void add_session(Session* s);
+  void remove_session(Session* s);
+
+ private:
+  void open_listener(ListenerSocket ls);
+  asio::awaitable<void> accept_loop(std::shared_ptr<tcp::acceptor> acceptor, std::string name);
+  asio::awaitable<void> housekeeping();
+
+  int id_;
+  asio::io_context io_{1};
+  std::thread thread_;
+  std::shared_ptr<const Snapshot> snapshot_;
+  std::map<std::string, std::shared_ptr<tcp::acceptor>> acceptors_;
+  std::vector<std::unique_ptr<upstream::Balancer>> balancers_;
+  uint64_t balancers_generation_ = 0;
+  UpstreamPool pool_;
+  BufferPool buffers_;
+  std::unordered_set<Session*> sessions_;
+  std::atomic<int> connections_{0};
+  bool draining_ = false;
+  std::mt19937_64 rng_;
+  std::string date_;
+  int64_t date_second_ = -1;
+};
+
+}  // namespace sluice::server

@@ -1,0 +1,584 @@
+// config::load_string / load_file: what the user's YAML becomes, and the exact file:line:col
+// diagnostics `sluice validate` prints for mistakes (SPEC.md section 2).
+#include <gtest/gtest.h>
+#include <stdlib.h>
+
+#include <filesystem>
+#include <fstream>
+#include <string>
+#include <vector>
+
+#include "config/config.h"
+
+namespace sluice::config {
+namespace {
+
+using namespace std::chrono_literals;
+
+LoadResult load(const std::string& yaml) { return load_string(yaml, "sluice.yaml", "/etc/sluice"); }
+
+std::vector<std::string> messages(const LoadResult& result) {
+  std::vector<std::string> out;
+  for (const Diagnostic& d : result.diagnostics) out.push_back(d.str());
+  return out;
+}
+
+// The one diagnostic a broken file produces, as `sluice validate` prints it.
+std::string only_diagnostic(const std::string& yaml) {
+  LoadResult result = load(yaml);
+  EXPECT_FALSE(result.ok());
+  EXPECT_EQ(result.diagnostics.size(), 1u) << ::testing::PrintToString(messages(result));
+  return result.diagnostics.empty() ? "" : result.diagnostics[0].str();
+}
+
+// A valid preamble so each test only adds the part it is about.
+const std::string k_base = R"(listen: 0.0.0.0:8080
+upstreams:
+  api: [127.0.0.1:9001]
+)";
+
+TEST(ConfigTest, SmallestFileFromTheSpecLoads) {
+  LoadResult result = load(R"(listen: 0.0.0.0:8080
+upstreams:
+  api: [127.0.0.1:9001, 127.0.0.1:9002]
+routes:
+  - { match: { path: / }, upstream: api }
+)");
+  ASSERT_TRUE(result.ok()) << ::testing::PrintToString(messages(result));
+  EXPECT_TRUE(result.diagnostics.empty());
+  const Config& cfg = *result.config;
+  EXPECT_EQ(cfg.file, "sluice.yaml");
+  EXPECT_EQ(cfg.workers, 0);
+  ASSERT_EQ(cfg.listeners.size(), 1u);
+  EXPECT_EQ(cfg.listeners[0].name, "default");
+  EXPECT_EQ(cfg.listeners[0].host, "0.0.0.0");
+  EXPECT_EQ(cfg.listeners[0].port, 8080);
+  EXPECT_EQ(cfg.listeners[0].protocol, "http");
+  EXPECT_EQ(cfg.listeners[0].mark.line, 1);
+  ASSERT_EQ(cfg.upstreams.size(), 1u);
+  const Upstream* api = cfg.find_upstream("api");
+  ASSERT_NE(api, nullptr);
+  ASSERT_EQ(api->targets.size(), 2u);
+  EXPECT_EQ(api->targets[1].address, "127.0.0.1:9002");
+  EXPECT_EQ(api->targets[1].host, "127.0.0.1");
+  EXPECT_EQ(api->targets[1].port, 9002);
+  EXPECT_EQ(api->targets[1].weight, 1u);
+  EXPECT_EQ(api->balance, "round_robin");
+  EXPECT_EQ(cfg.find_upstream("nope"), nullptr);
+  ASSERT_EQ(cfg.routes.size(), 1u);
+  EXPECT_EQ(cfg.routes[0].name, "route0");
+  EXPECT_EQ(cfg.routes[0].match.path_kind, Match::PathKind::Any);
+  EXPECT_EQ(cfg.routes[0].action, Route::Action::Upstream);
+  EXPECT_EQ(cfg.routes[0].upstream, "api");
+  EXPECT_EQ(cfg.routes[0].mark.line, 5);
+  EXPECT_EQ(cfg.routes[0].mark.col, 5);
+}
+
+TEST(ConfigTest, FullFileWithEveryAcceptedKeyLoads) {
+  LoadResult result = load(R"(workers: 4
+shutdown_timeout: 1m30s
+log:
+  access: logs/access.log
+  access_format: combined
+  error: /var/log/sluice/error.log
+  level: debug
+limits:
+  header_timeout: 5s
+  idle_timeout: 2m
+  request_body_timeout: 30s
+  max_request_line: 4KiB
+  max_header_bytes: 16k
+  max_headers: 50
+  max_body: 1MiB
+listen: 127.0.0.1:8000
+listeners:
+  - name: web
+    listen: "[::]:8443"
+    protocol: http
+    limits: { max_body: 2GiB, idle_timeout: 10s }
+  - listen: 10.0.0.1:80
+upstreams:
+  products:
+    targets:
+      - 127.0.0.1:9001
+      - { address: 127.0.0.1:9002, weight: 3 }
+      - { address: Backend.internal:80 }
+      - "[::1]:9003"
+    dns_ttl: 10s
+    protocol: http1
+    balance: round_robin
+    timeouts: { connect: 250ms, request: 10s, idle: 1h }
+  v2: [10.1.0.1:80]
+routes:
+  - name: products-read
+    match:
+      host: [API.example.com, "*.example.org"]
+      path: /products
+      methods: [get, HEAD]
+      headers: { X-Version: "2", x-beta: present, x-tenant: "~^acme-" }
+      query: { preview: "1" }
+    upstream: products
+    rewrite: { strip_prefix: true }
+    headers:
+      request: { set: { X-Gateway: sluice }, remove: [Cookie] }
+      response: { set: { x-frame-options: DENY }, remove: server }
+    timeout: 10s
+  - name: canary
+    match: { host: canary.example.com, path: "/users/{id}/orders" }
+    split: [{ upstream: v2, weight: 10 }, { upstream: products, weight: 90 }]
+    rewrite: { prefix: /v1 }
+  - match: { path_exact: /health }
+    respond: { status: 204, body: "ok", headers: { Content-Type: text/plain } }
+  - match: { path_regex: "^/v[0-9]+/items$" }
+    upstream: products
+    rewrite: { regex: "^/v([0-9]+)/items$", replace: "/items?v=\\1" }
+  - match: { path: /old }
+    redirect: { to: "https://example.com/new", status: 308 }
+  - match: { path: /moved }
+    redirect: { to: /new }
+)");
+  ASSERT_TRUE(result.ok()) << ::testing::PrintToString(messages(result));
+  EXPECT_TRUE(result.diagnostics.empty()) << ::testing::PrintToString(messages(result));
+  const Config& cfg = *result.config;
+  EXPECT_EQ(cfg.workers, 4);
+  EXPECT_EQ(cfg.shutdown_timeout, 90s);
+  EXPECT_EQ(cfg.log.access, "/etc/sluice/logs/access.log");
+  EXPECT_EQ(cfg.log.access_format, "combined");
+  EXPECT_EQ(cfg.log.error, "/var/log/sluice/error.log");
+  EXPECT_EQ(cfg.log.level, "debug");
+  EXPECT_EQ(cfg.limits.header_timeout, 5s);
+  EXPECT_EQ(cfg.limits.idle_timeout, 2min);
+  EXPECT_EQ(cfg.limits.request_body_timeout, 30s);
+  EXPECT_EQ(cfg.limits.max_request_line, 4096u);
+  EXPECT_EQ(cfg.limits.max_header_bytes, 16384u);
+  EXPECT_EQ(cfg.limits.max_headers, 50u);
+  EXPECT_EQ(cfg.limits.max_body, 1024u * 1024u);
+
+  ASSERT_EQ(cfg.listeners.size(), 3u);
+  EXPECT_EQ(cfg.listeners[0].name, "default");
+  EXPECT_EQ(cfg.listeners[0].host, "127.0.0.1");
+  EXPECT_EQ(cfg.listeners[0].limits.max_body, 1024u * 1024u);  // inherits top-level limits
+  EXPECT_EQ(cfg.listeners[1].name, "web");
+  EXPECT_EQ(cfg.listeners[1].host, "::");
+  EXPECT_EQ(cfg.listeners[1].port, 8443);
+  EXPECT_EQ(cfg.listeners[1].limits.max_body, uint64_t{2} << 30);  // its own override
+  EXPECT_EQ(cfg.listeners[1].limits.idle_timeout, 10s);
+  EXPECT_EQ(cfg.listeners[1].limits.header_timeout, 5s);  // the rest inherited
+  EXPECT_EQ(cfg.listeners[2].name, "listener1");
+  EXPECT_EQ(cfg.listeners[2].port, 80);
+
+  ASSERT_EQ(cfg.upstreams.size(), 2u);
+  const Upstream& products = cfg.upstreams[0];
+  EXPECT_EQ(products.name, "products");
+  ASSERT_EQ(products.targets.size(), 4u);
+  EXPECT_EQ(products.targets[1].weight, 3u);
+  EXPECT_EQ(products.targets[2].host, "Backend.internal");
+  EXPECT_EQ(products.targets[2].port, 80);
+  EXPECT_EQ(products.targets[3].address, "[::1]:9003");
+  EXPECT_EQ(products.targets[3].host, "::1");
+  EXPECT_EQ(products.dns_ttl, 10s);
+  EXPECT_EQ(products.protocol, "http1");
+  EXPECT_EQ(products.timeouts.connect, 250ms);
+  EXPECT_EQ(products.timeouts.request, 10s);
+  EXPECT_EQ(products.timeouts.idle, 1h);
+  EXPECT_EQ(cfg.upstreams[1].timeouts.connect, 1s);  // defaults
+
+  ASSERT_EQ(cfg.routes.size(), 6u);
+  const Route& read = cfg.routes[0];
+  EXPECT_EQ(read.name, "products-read");
+  EXPECT_EQ(read.match.hosts, (std::vector<std::string>{"api.example.com", "*.example.org"}));
+  EXPECT_EQ(read.match.path_kind, Match::PathKind::Prefix);
+  EXPECT_EQ(read.match.path, "/products");
+  EXPECT_EQ(read.match.methods, (std::vector<std::string>{"GET", "HEAD"}));
+  ASSERT_EQ(read.match.headers.size(), 3u);
+  EXPECT_EQ(read.match.headers[0].name, "x-version");
+  EXPECT_EQ(read.match.headers[0].kind, ValueMatch::Kind::Exact);
+  EXPECT_EQ(read.match.headers[0].value, "2");
+  EXPECT_EQ(read.match.headers[1].kind, ValueMatch::Kind::Present);
+  EXPECT_EQ(read.match.headers[2].kind, ValueMatch::Kind::Regex);
+  EXPECT_EQ(read.match.headers[2].value, "^acme-");
+  ASSERT_EQ(read.match.query.size(), 1u);
+  EXPECT_EQ(read.match.query[0].name, "preview");
+  EXPECT_EQ(read.rewrite.kind, Rewrite::Kind::StripPrefix);
+  EXPECT_EQ(read.request_headers.set,
+            (std::vector<std::pair<std::string, std::string>>{{"x-gateway", "sluice"}}));
+  EXPECT_EQ(read.request_headers.remove, (std::vector<std::string>{"cookie"}));
+  EXPECT_EQ(read.response_headers.remove, (std::vector<std::string>{"server"}));
+  EXPECT_EQ(read.timeout, Duration(10s));
+
+  const Route& canary = cfg.routes[1];
+  EXPECT_EQ(canary.match.path_kind, Match::PathKind::Template);
+  EXPECT_EQ(canary.action, Route::Action::Split);
+  ASSERT_EQ(canary.split.size(), 2u);
+  EXPECT_EQ(canary.split[0].upstream, "v2");
+  EXPECT_EQ(canary.split[1].weight, 90u);
+  EXPECT_EQ(canary.rewrite.kind, Rewrite::Kind::Prefix);
+  EXPECT_EQ(canary.rewrite.prefix, "/v1");
+  EXPECT_FALSE(canary.timeout.has_value());
+
+  const Route& health = cfg.routes[2];
+  EXPECT_EQ(health.name, "route2");
+  EXPECT_EQ(health.match.path_kind, Match::PathKind::Exact);
+  EXPECT_EQ(health.action, Route::Action::Respond);
+  EXPECT_EQ(health.respond.status, 204);
+  EXPECT_EQ(health.respond.body, "ok");
+  EXPECT_EQ(health.respond.headers,
+            (std::vector<std::pair<std::string, std::string>>{{"content-type", "text/plain"}}));
+
+  EXPECT_EQ(cfg.routes[3].match.path_kind, Match::PathKind::Regex);
+  EXPECT_EQ(cfg.routes[3].rewrite.kind, Rewrite::Kind::Regex);
+  EXPECT_EQ(cfg.routes[3].rewrite.replace, "/items?v=\\1");
+  EXPECT_EQ(cfg.routes[4].action, Route::Action::Redirect);
+  EXPECT_EQ(cfg.routes[4].redirect.status, 308);
+  EXPECT_EQ(cfg.routes[5].redirect.to, "/new");
+  EXPECT_EQ(cfg.routes[5].redirect.status, 301);
+}
+
+// ---- One exact diagnostic per kind of mistake ---------------------------------------------
+
+TEST(ConfigTest, UnknownKeyGetsDidYouMeanHint) {
+  EXPECT_EQ(only_diagnostic(k_base + "upstream: {}\n"),
+            "sluice.yaml:4:1: unknown key 'upstream' at the top level (did you mean 'upstreams'?)");
+  EXPECT_EQ(only_diagnostic(k_base + "routes:\n  - { upstream: api, timout: 5s }\n"),
+            "sluice.yaml:5:22: unknown key 'timout' in a route (did you mean 'timeout'?)");
+  EXPECT_EQ(
+      only_diagnostic(k_base + "limits: { max_req: 1 }\n"),
+      "sluice.yaml:4:11: unknown key 'max_req' in 'limits' (did you mean 'max_request_line'?)");
+  EXPECT_EQ(only_diagnostic(k_base + "colour: blue\n"),
+            "sluice.yaml:4:1: unknown key 'colour' at the top level");
+}
+
+TEST(ConfigTest, DocumentedButUnimplementedKeyIsNotSupportedYet) {
+  EXPECT_EQ(only_diagnostic(k_base + "routes:\n  - upstream: api\n    rate_limit: []\n"),
+            "sluice.yaml:6:5: 'rate_limit' is not supported in this version yet");
+  EXPECT_EQ(only_diagnostic(k_base + "admin: { listen: 127.0.0.1:9901 }\n"),
+            "sluice.yaml:4:1: 'admin' is not supported in this version yet");
+  EXPECT_EQ(only_diagnostic("listeners:\n  - { listen: 0.0.0.0:1883, protocol: mqtt }\n"),
+            "sluice.yaml:2:39: listener protocol 'mqtt' is not supported in this version yet");
+  EXPECT_EQ(only_diagnostic("listen: 0.0.0.0:80\nupstreams:\n  a: { targets: [1.2.3.4:80], "
+                            "balance: maglev }\nroutes: [{upstream: a}]\n"),
+            "sluice.yaml:3:40: balance 'maglev' is not supported in this version yet");
+}
+
+TEST(ConfigTest, BadDuration) {
+  EXPECT_EQ(only_diagnostic(k_base + "limits:\n  header_timeout: 10\n"),
+            "sluice.yaml:5:19: invalid duration '10' for 'header_timeout' (expected a number with "
+            "a unit: 250ms, 10s, 5m, 1h)");
+}
+
+TEST(ConfigTest, BadSize) {
+  EXPECT_EQ(only_diagnostic(k_base + "limits:\n  max_body: 10MB\n"),
+            "sluice.yaml:5:13: invalid size '10MB' for 'max_body' (expected bytes, or a number "
+            "with KiB, MiB or GiB)");
+}
+
+TEST(ConfigTest, UnknownUpstreamReference) {
+  EXPECT_EQ(only_diagnostic(k_base + "routes:\n  - upstream: apj\n"),
+            "sluice.yaml:5:15: unknown upstream 'apj' (did you mean 'api'?)");
+  EXPECT_EQ(
+      only_diagnostic(k_base + "routes:\n  - split: [{ upstream: api }, { upstream: zzz }]\n"),
+      "sluice.yaml:5:44: unknown upstream 'zzz'");
+}
+
+TEST(ConfigTest, TwoActionsOnOneRoute) {
+  EXPECT_EQ(only_diagnostic(k_base + "routes:\n  - upstream: api\n    respond: { status: 200 }\n"),
+            "sluice.yaml:6:5: route 'route0' has both 'upstream' and 'respond': give exactly one "
+            "of upstream, split, respond or redirect");
+  EXPECT_EQ(only_diagnostic(k_base + "routes:\n  - name: r\n    match: { path: / }\n"),
+            "sluice.yaml:5:5: route 'r' needs one of upstream, split, respond or redirect");
+}
+
+TEST(ConfigTest, BadRegexReportsRe2Error) {
+  EXPECT_EQ(
+      only_diagnostic(k_base + "routes:\n  - { match: { path_regex: \"^/(a\" }, upstream: api }\n"),
+      "sluice.yaml:5:28: invalid path_regex '^/(a': missing ): ^/(a");
+  EXPECT_EQ(only_diagnostic(
+                k_base + "routes:\n  - { match: { headers: { x-t: \"~[z\" } }, upstream: api }\n"),
+            "sluice.yaml:5:32: invalid regex '[z' for header 'x-t': missing ]: [z");
+  EXPECT_EQ(only_diagnostic(
+                k_base + "routes:\n  - { upstream: api, rewrite: { regex: \"(\", replace: x } }\n"),
+            "sluice.yaml:5:40: invalid rewrite regex '(': missing ): (");
+}
+
+TEST(ConfigTest, BadListenAddress) {
+  EXPECT_EQ(only_diagnostic("listen: localhost:8080\n"),
+            "sluice.yaml:1:9: invalid listen address 'localhost:8080': the host must be an IP "
+            "address (a listener cannot bind a hostname)");
+  EXPECT_EQ(only_diagnostic("listen: 0.0.0.0:70000\n"),
+            "sluice.yaml:1:9: invalid listen address '0.0.0.0:70000': port must be 1..65535");
+  EXPECT_EQ(only_diagnostic("listen: 0.0.0.0\n"),
+            "sluice.yaml:1:9: invalid listen address '0.0.0.0': missing ':port'");
+  EXPECT_EQ(only_diagnostic("listen: ::1:80\n"),
+            "sluice.yaml:1:9: invalid listen address '::1:80': an IPv6 address must be written in "
+            "brackets, e.g. [::1]:8080");
+}
+
+TEST(ConfigTest, UnsetEnvironmentVariable) {
+  unsetenv("SLUICE_TEST_UNSET");
+  EXPECT_EQ(only_diagnostic(k_base + "routes:\n  - upstream: ${SLUICE_TEST_UNSET}\n"),
+            "sluice.yaml:5:15: environment variable 'SLUICE_TEST_UNSET' is not set");
+}
+
+TEST(ConfigTest, DuplicateRouteName) {
+  EXPECT_EQ(
+      only_diagnostic(k_base + "routes:\n  - { name: a, match: { path: /a }, upstream: api }\n"
+                               "  - { name: a, match: { path: /b }, upstream: api }\n"),
+      "sluice.yaml:6:13: duplicate route name 'a' (first used at line 5)");
+}
+
+TEST(ConfigTest, YamlSyntaxErrorHasPosition) {
+  EXPECT_EQ(only_diagnostic("listen: 0.0.0.0:80\nlog: { level: info\n"),
+            "sluice.yaml:3:1: YAML syntax error: end of map flow not found");
+  EXPECT_EQ(only_diagnostic("listen: a: b\n"),
+            "sluice.yaml:1:10: YAML syntax error: illegal map value");
+}
+
+TEST(ConfigTest, WrongTypesAreReportedAtTheNode) {
+  EXPECT_EQ(only_diagnostic(k_base + "routes: { a: 1 }\n"),
+            "sluice.yaml:4:9: 'routes' must be a list, got a map");
+  EXPECT_EQ(
+      only_diagnostic("listen: 0.0.0.0:80\nupstreams:\n  a:\n    targets:\n"
+                      "      - { address: 1.2.3.4:80, weight: heavy }\nroutes: [{upstream: a}]\n"),
+      "sluice.yaml:5:40: 'weight' must be an integer from 1 to 1000000, got 'heavy'");
+  EXPECT_EQ(only_diagnostic("[1, 2]\n"),
+            "sluice.yaml:1:1: the configuration must be a map, got a list");
+}
+
+TEST(ConfigTest, OtherValueChecks) {
+  EXPECT_EQ(only_diagnostic(
+                "listeners:\n  - { listen: 0.0.0.0:80 }\n  - { name: b, listen: 0.0.0.0:80 }\n"),
+            "sluice.yaml:3:24: listener 'b' uses the address of listener 'listener0' (line 2)");
+  EXPECT_EQ(
+      only_diagnostic("listen: 0.0.0.0:80\nlisteners: [{ name: default, listen: \"[::]:80\" }]\n"),
+      "sluice.yaml:2:21: duplicate listener name 'default' (first used at line 1)");
+  EXPECT_EQ(only_diagnostic("workers: auto\n"),
+            "sluice.yaml:1:1: no listener: add 'listen: HOST:PORT' or a 'listeners' list");
+  EXPECT_EQ(only_diagnostic(k_base + "workers: 2000\n"),
+            "sluice.yaml:4:10: 'workers' must be 'auto' or a number from 1 to 1024, got '2000'");
+  EXPECT_EQ(only_diagnostic(k_base +
+                            "routes:\n  - { match: { path: \"/u/{id}/{id}\" }, upstream: api }\n"),
+            "sluice.yaml:5:22: invalid path template '/u/{id}/{id}': parameter 'id' appears twice");
+  EXPECT_EQ(
+      only_diagnostic(k_base + "routes:\n  - { match: { path: \"/u/x{id}\" }, upstream: api }\n"),
+      "sluice.yaml:5:22: invalid path template '/u/x{id}': a parameter must be a whole "
+      "segment, like /{id}/");
+  EXPECT_EQ(only_diagnostic(
+                k_base + "routes:\n  - { match: { path: /a, path_exact: /b }, upstream: api }\n"),
+            "sluice.yaml:5:26: 'match' has both 'path' and 'path_exact': give at most one of path, "
+            "path_exact or path_regex");
+  EXPECT_EQ(only_diagnostic(k_base +
+                            "routes:\n  - { match: { methods: [get, \"p t\"] }, upstream: api }\n"),
+            "sluice.yaml:5:31: invalid method 'p t'");
+  EXPECT_EQ(only_diagnostic(k_base + "routes:\n  - respond: { status: 600 }\n"),
+            "sluice.yaml:5:24: 'status' must be an integer from 100 to 599, got '600'");
+  EXPECT_EQ(only_diagnostic(k_base + "routes:\n  - redirect: { to: /x, status: 200 }\n"),
+            "sluice.yaml:5:33: redirect 'status' must be 301, 302, 303, 307 or 308, got '200'");
+  EXPECT_EQ(only_diagnostic(k_base + "routes:\n  - redirect: { status: 301 }\n"),
+            "sluice.yaml:5:15: 'redirect' needs 'to'");
+  EXPECT_EQ(only_diagnostic(k_base + "routes:\n  - split: []\n"),
+            "sluice.yaml:5:12: 'split' needs at least one entry");
+  EXPECT_EQ(only_diagnostic(k_base + "routes:\n  - split: [{ upstream: api, weight: 0 }]\n"),
+            "sluice.yaml:5:38: 'weight' must be an integer from 1 to 1000000, got '0'");
+  EXPECT_EQ(only_diagnostic(
+                "listen: 0.0.0.0:80\nupstreams:\n  a: [\"no port\"]\nroutes: [{upstream: a}]\n"),
+            "sluice.yaml:3:7: invalid target address 'no port': missing ':port'");
+  EXPECT_EQ(only_diagnostic("listen: 0.0.0.0:80\nupstreams:\n  a: []\nroutes: [{upstream: a}]\n"),
+            "sluice.yaml:3:6: upstream 'a' has no targets");
+  EXPECT_EQ(only_diagnostic(k_base + "log: { level: warning }\n"),
+            "sluice.yaml:4:15: unknown log level 'warning' (did you mean 'warn'?)");
+  EXPECT_EQ(
+      only_diagnostic(k_base + "routes:\n  - { match: { path: /a }, upstream: api }\n"
+                               "  - { match: { path: /a }, upstream: api }\n  - name: route1\n"
+                               "    upstream: api\n"),
+      "sluice.yaml:7:11: duplicate route name 'route1' (first used at line 6)");
+}
+
+TEST(ConfigTest, ReportsEveryErrorAtOnceSortedByPosition) {
+  LoadResult result = load(R"(listen: 0.0.0.0:8080
+workers: many
+limits: { max_body: lots, idle_timeout: 1d }
+upstreams:
+  api: [127.0.0.1:9001]
+routes:
+  - upstream: nope
+    cors: {}
+  - match: { path_regex: "(" }
+    upstream: api
+    timeout: soon
+)");
+  EXPECT_FALSE(result.ok());
+  EXPECT_EQ(
+      messages(result),
+      (std::vector<std::string>{
+          "sluice.yaml:2:10: 'workers' must be 'auto' or a number from 1 to 1024, got 'many'",
+          "sluice.yaml:3:21: invalid size 'lots' for 'max_body' (expected bytes, or a number "
+          "with KiB, MiB or GiB)",
+          "sluice.yaml:3:41: invalid duration '1d' for 'idle_timeout' (expected a number with "
+          "a unit: 250ms, 10s, 5m, 1h)",
+          "sluice.yaml:7:15: unknown upstream 'nope'",
+          "sluice.yaml:8:5: 'cors' is not supported in this version yet",
+          "sluice.yaml:9:26: invalid path_regex '(': missing ): (",
+          "sluice.yaml:11:14: invalid duration 'soon' for 'timeout' (expected a number with a "
+          "unit: 250ms, 10s, 5m, 1h)",
+      }));
+}
+
+TEST(ConfigTest, EnvironmentVariablesAreSubstitutedInsideScalars) {
+  setenv("SLUICE_TEST_PORT", "9443", 1);
+  setenv("SLUICE_TEST_HOST", "backend.internal", 1);
+  setenv("SLUICE_TEST_EMPTY", "", 1);
+  LoadResult result = load(R"(listen: 0.0.0.0:${SLUICE_TEST_PORT}
+upstreams:
+  api: ["${SLUICE_TEST_HOST}:80"]
+routes:
+  - match: { path: "/${SLUICE_TEST_EMPTY}x" }
+    respond: { body: "cost: $5 ${not a var} ${SLUICE_TEST_PORT}${SLUICE_TEST_PORT}" }
+  - upstream: api
+)");
+  ASSERT_TRUE(result.ok()) << ::testing::PrintToString(messages(result));
+  const Config& cfg = *result.config;
+  EXPECT_EQ(cfg.listeners[0].port, 9443);
+  EXPECT_EQ(cfg.upstreams[0].targets[0].host, "backend.internal");
+  EXPECT_EQ(cfg.routes[0].match.path, "/x");
+  EXPECT_EQ(cfg.routes[0].respond.body, "cost: $5 ${not a var} 94439443");
+}
+
+TEST(ConfigTest, WarnsAboutUnusedUpstreamAndShadowedRouteButStillLoads) {
+  LoadResult result = load(R"(listen: 0.0.0.0:8080
+upstreams:
+  api: [127.0.0.1:9001]
+  spare: [127.0.0.1:9002]
+routes:
+  - name: all-products
+    match: { path: /products, methods: [GET] }
+    upstream: api
+  - name: one-product
+    match: { path: /products/special, methods: [GET] }
+    upstream: api
+  - name: similar-prefix
+    match: { path: /productsX }
+    upstream: api
+  - name: other-method
+    match: { path: /products/x, methods: [POST] }
+    upstream: api
+  - name: with-host
+    match: { host: a.example.com, path: /products/x, methods: [GET] }
+    upstream: api
+  - name: template
+    match: { path: "/products/{id}/reviews", methods: [GET] }
+    upstream: api
+)");
+  ASSERT_TRUE(result.ok());
+  EXPECT_EQ(messages(result),
+            (std::vector<std::string>{
+                "sluice.yaml:4:3: warning: upstream 'spare' is not used by any route",
+                "sluice.yaml:9:5: warning: route 'one-product' can never match: route "
+                "'all-products' (line 6) matches every request it would",
+                "sluice.yaml:18:5: warning: route 'with-host' can never match: route "
+                "'all-products' (line 6) matches every request it would",
+                "sluice.yaml:21:5: warning: route 'template' can never match: route "
+                "'all-products' (line 6) matches every request it would",
+            }));
+  EXPECT_EQ(result.diagnostics[0].severity, Diagnostic::Severity::Warning);
+}
+
+TEST(ConfigTest, CatchAllRouteShadowsEverythingAfterIt) {
+  LoadResult result = load(k_base + R"(routes:
+  - { match: { path: / }, upstream: api }
+  - { match: { path_regex: "^/x$" }, upstream: api }
+)");
+  ASSERT_TRUE(result.ok());
+  EXPECT_EQ(messages(result),
+            (std::vector<std::string>{"sluice.yaml:6:5: warning: route 'route1' can never match: "
+                                      "route 'route0' (line 5) matches every request it would"}));
+}
+
+TEST(ConfigTest, LoadFileResolvesPathsAgainstItsDirectory) {
+  auto dir = std::filesystem::temp_directory_path() / "sluice_config_test";
+  std::filesystem::create_directories(dir);
+  auto file = dir / "sluice.yaml";
+  std::ofstream(file) << k_base << "log: { access: access.log }\n";
+  LoadResult result = load_file(file.string());
+  std::filesystem::remove_all(dir);
+  ASSERT_TRUE(result.ok()) << ::testing::PrintToString(messages(result));
+  EXPECT_EQ(result.config->file, file.string());
+  EXPECT_EQ(result.config->log.access, (dir / "access.log").string());
+}
+
+TEST(ConfigTest, LoadFileReportsAnUnreadableFile) {
+  LoadResult result = load_file("/nonexistent/sluice.yaml");
+  EXPECT_FALSE(result.ok());
+  EXPECT_EQ(messages(result),
+            (std::vector<std::string>{
+                "/nonexistent/sluice.yaml: cannot read: No such file or directory"}));
+}
+
+TEST(ConfigTest, DiagnosticFormat) {
+  Diagnostic d{Diagnostic::Severity::Warning, "f.yaml", Mark{3, 7}, "careful"};
+  EXPECT_EQ(d.str(), "f.yaml:3:7: warning: careful");
+  d.severity = Diagnostic::Severity::Error;
+  EXPECT_EQ(d.str(), "f.yaml:3:7: careful");
+}
+
+TEST(ParseDurationTest, Table) {
+  struct Case {
+    const char* text;
+    std::optional<Duration> expected;
+  };
+  const Case cases[] = {
+      {"250ms", 250ms},
+      {"10s", 10s},
+      {"5m", 5min},
+      {"1h", 1h},
+      {"0s", 0ms},
+      {"1m30s", 90s},
+      {"1h0m1ms", 3600001ms},
+      {"", std::nullopt},
+      {"0", std::nullopt},
+      {"10", std::nullopt},
+      {"1.5s", std::nullopt},
+      {"10 s", std::nullopt},
+      {"-1s", std::nullopt},
+      {"s", std::nullopt},
+      {"10sec", std::nullopt},
+      {"1d", std::nullopt},
+      {"5M", std::nullopt},
+      {"99999999999999999999h", std::nullopt},
+      {"1000000h", std::nullopt},
+  };
+  for (const Case& c : cases) EXPECT_EQ(parse_duration(c.text), c.expected) << c.text;
+}
+
+TEST(ParseSizeTest, Table) {
+  struct Case {
+    const char* text;
+    std::optional<uint64_t> expected;
+  };
+  const Case cases[] = {
+      {"0", 0},
+      {"512", 512},
+      {"64KiB", 64 * 1024},
+      {"10MiB", 10 * 1024 * 1024},
+      {"1GiB", uint64_t{1} << 30},
+      {"64k", 64 * 1024},
+      {"64K", 64 * 1024},
+      {"2m", 2 * 1024 * 1024},
+      {"2M", 2 * 1024 * 1024},
+      {"3g", uint64_t{3} << 30},
+      {"18446744073709551615", UINT64_MAX},
+      {"", std::nullopt},
+      {"10MB", std::nullopt},
+      {"1KB", std::nullopt},
+      {"1kib", std::nullopt},
+      {"KiB", std::nullopt},
+      {"-1", std::nullopt},
+      {"1.5KiB", std::nullopt},
+      {"1 KiB", std::nullopt},
+      {"18446744073709551616", std::nullopt},
+      {"17179869184GiB", std::nullopt},
+  };
+  for (const Case& c : cases) EXPECT_EQ(parse_size(c.text), c.expected) << c.text;
+}
+
+}  // namespace
+}  // namespace sluice::config
