@@ -3,9 +3,10 @@
 // wildcard hosts, any-host routes, prefix / exact / template paths, methods, a header predicate
 // and a few regex paths, in config order.
 //
-//   g++ -std=c++20 -O2 -DNDEBUG -Isrc bench/router_bench.cpp src/router/*.cpp src/http/message.cpp
-//   \
-//       $(pkg-config --cflags --libs re2) -lbenchmark -pthread -o /tmp/router_bench
+//   g++ -std=c++20 -O2 -DNDEBUG -Isrc bench/router_bench.cpp src/router/*.cpp
+//       src/http/message.cpp $(pkg-config --cflags --libs re2) -lbenchmark -pthread
+//       -o /tmp/router_bench
+// (or the router_bench target of a release build, where Google Benchmark is installed).
 #include <string>
 #include <vector>
 

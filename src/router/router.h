@@ -15,9 +15,10 @@
 //  - host: exact names in a hash map, "*.example.org" by suffix (any depth of subdomain, never
 //    "example.org" itself), routes without hosts in an any-host bucket. The request's Host is
 //    compared case-insensitively without its ":port" ("[::1]:8080" -> "[::1]") or a trailing dot.
-//  - path: a segment trie per host bucket for prefix, exact and template paths; regex paths (RE2,
-//    unanchored PartialMatch, so users anchor with ^ and $) are evaluated lazily and only for
-//    routes that precede every match found so far.
+//  - path: a segment trie per host bucket for prefix, exact and template paths. Regex paths (RE2,
+//    unanchored PartialMatch, so users anchor with ^ and $) are filtered by one RE2::Set pass per
+//    bucket that has several; a route's own regex runs only when the scan in index order reaches
+//    it, so regexes after the winner cost nothing.
 //  - method, headers, query: checked on the surviving candidates in ascending route index.
 //
 // A Router is immutable after compile(): match(), rewrite_path() and explain() may run on any

@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Builds the libFuzzer targets with clang and runs each for a bounded time over its seed corpus.
+# Usage: scripts/fuzz.sh [SECONDS_PER_TARGET]   (default 60). New crashes land in build/fuzz/.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+secs=${1:-60}
+cmake --preset fuzz >/dev/null
+cmake --build build/fuzz
+for t in http1_parser config; do
+  bin=build/fuzz/${t}_fuzz
+  [ -x "$bin" ] || continue
+  corpus=tests/fuzz/corpus/$t
+  work=build/fuzz/corpus-$t
+  mkdir -p "$work"
+  echo "== fuzz $t for ${secs}s"
+  "$bin" -max_total_time="$secs" -max_len=4096 -artifact_prefix=build/fuzz/"$t"- "$work" "$corpus"
+done
