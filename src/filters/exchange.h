@@ -5,7 +5,7 @@
 // lists; the proxy serialises them.
 #pragma once
 
-#include <deque>
+#include <forward_list>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -23,7 +23,16 @@ struct Exchange {
   int response_status = 0;
 
   // Keeps `s` alive for the exchange and returns a view of it.
-  std::string_view own(std::string s) { return owned_.emplace_back(std::move(s)); }
+  std::string_view own(std::string s) { return owned_.emplace_front(std::move(s)); }
+
+  // Clears for the next exchange on the same connection, keeping the lists' capacity.
+  void reset() {
+    request = nullptr;
+    upstream_headers.clear();
+    response_headers.clear();
+    response_status = 0;
+    owned_.clear();
+  }
 
   static void remove(std::vector<http::Header>& list, std::string_view name) {
     std::erase_if(list, [&](const http::Header& h) { return http::iequals(h.name, name); });
@@ -34,7 +43,7 @@ struct Exchange {
   }
 
  private:
-  std::deque<std::string> owned_;
+  std::forward_list<std::string> owned_;
 };
 
 }  // namespace sluice::filters

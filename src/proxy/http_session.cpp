@@ -107,13 +107,26 @@ struct ExchangeLog {
   uint64_t bytes_in = 0, bytes_out = 0;
   int64_t upstream_us = -1;
   int attempts = 0;
+
+  // Clears for the next exchange, keeping the strings' capacity.
+  void reset() {
+    start = Clock::now();
+    for (std::string* s : {&method, &host, &path, &user_agent, &route, &upstream, &target, &error}) {
+      s->clear();
+    }
+    protocol = "HTTP/1.1";
+    status = 0;
+    bytes_in = bytes_out = 0;
+    upstream_us = -1;
+    attempts = 0;
+  }
 };
 
 // Pulls a request or response body through a buffer, decoding chunked framing.
 // The views it returns stay valid until the next call.
 class BodySource {
  public:
-  BodySource(tcp::socket& socket, std::vector<char>& buf, size_t& begin, size_t& end, Watchdog& wd,
+  BodySource(tcp::socket& socket, server::IoBuffer& buf, size_t& begin, size_t& end, Watchdog& wd,
              Duration gap)
       : socket_(socket), buf_(buf), begin_(begin), end_(end), wd_(wd), gap_(gap) {}
 
@@ -192,7 +205,7 @@ class BodySource {
 
  private:
   tcp::socket& socket_;
-  std::vector<char>& buf_;
+  server::IoBuffer& buf_;
   size_t& begin_;
   size_t& end_;
   Watchdog& wd_;
@@ -209,8 +222,10 @@ class BodySource {
 class BodySink {
  public:
   enum class Framing { Raw, Chunked };
-  BodySink(tcp::socket& socket, Watchdog& wd, Duration gap, Framing framing)
-      : socket_(socket), wd_(wd), gap_(gap), framing_(framing) {}
+  // `iov` is scratch space owned by the session (reused across exchanges).
+  BodySink(tcp::socket& socket, Watchdog& wd, Duration gap, Framing framing,
+           std::vector<asio::const_buffer>& iov)
+      : socket_(socket), wd_(wd), gap_(gap), framing_(framing), bufs_(iov) {}
 
   // `prefix` (a head not yet written) goes out in the same write as the pieces.
   asio::awaitable<bool> write(std::string_view prefix, const std::vector<std::string_view>& pieces,
@@ -243,7 +258,7 @@ class BodySink {
   Watchdog& wd_;
   Duration gap_;
   Framing framing_;
-  std::vector<asio::const_buffer> bufs_;
+  std::vector<asio::const_buffer>& bufs_;
   std::string chunk_line_;
   uint64_t bytes_ = 0;
 };
@@ -324,12 +339,13 @@ class HttpSession final : public server::Session {
   config::Limits limits_;
   size_t buffer_size_ = 0;
 
-  std::vector<char> buf_;
+  server::IoBuffer buf_;
   size_t begin_ = 0, end_ = 0;  // unconsumed bytes of buf_
   size_t head_len_ = 0;
   http::RequestParser parser_;
   http::RequestHead head_;
   bool idle_ = false;
+  std::array<char, 512> idle_buf_;
   bool close_after_ = false;   // set when the request body was not fully consumed, or draining
   bool response_started_ = false;
 
@@ -338,6 +354,11 @@ class HttpSession final : public server::Session {
   std::string traceparent_out_;
   ExchangeLog log_;
   std::string out_;  // scratch for heads
+  filters::Exchange exchange_;
+  std::string uhead_;
+  http::ResponseHead rhead_;
+  std::vector<std::string_view> pieces_;
+  std::vector<asio::const_buffer> iov_;
   const CompiledRoute* route_ = nullptr;
   std::optional<Duration> route_timeout_;
 };
@@ -369,17 +390,25 @@ asio::awaitable<void> HttpSession::run() {
 
 asio::awaitable<bool> HttpSession::read_head() {
   parser_.reset();
-  head_ = {};
-  bool first_byte_seen = begin_ < end_;
-  if (!first_byte_seen) {
-    // Idle keep-alive: wait for readability without holding a buffer.
+  {
+    std::vector<http::Header> keep = std::move(head_.headers);  // keep its capacity
+    keep.clear();
+    head_ = {};
+    head_.headers = std::move(keep);
+  }
+  if (begin_ == end_) {
+    // Idle keep-alive: read into a small inline buffer so an idle connection holds no I/O
+    // buffer. (An async_wait for readability would cost an epoll_ctl per request in Asio.)
     idle_ = true;
     down_wd_.arm(log_.start == Clock::time_point{} ? limits_.header_timeout : limits_.idle_timeout,
                  &socket_);
     if (worker_.draining()) co_return false;
-    auto [ec] = co_await socket_.async_wait(tcp::socket::wait_read, use_nothrow);
+    auto [ec, n] = co_await socket_.async_read_some(asio::buffer(idle_buf_), use_nothrow);
     idle_ = false;
-    if (ec || worker_.draining()) co_return false;
+    if (ec || n == 0 || worker_.draining()) co_return false;
+    ensure_buffer();
+    std::memcpy(buf_.data() + end_, idle_buf_.data(), n);
+    end_ += n;
   }
   ensure_buffer();
   down_wd_.arm(limits_.header_timeout, &socket_);
@@ -418,9 +447,10 @@ asio::awaitable<bool> HttpSession::read_head() {
 }
 
 asio::awaitable<void> HttpSession::send_parse_error(int status, std::string_view reason) {
-  log_ = {};
-  log_.start = Clock::now();
-  request_id_ = fmt::format("{:016x}{:016x}", worker_.random(), worker_.random());
+  log_.reset();
+  request_id_.clear();
+  fmt::format_to(std::back_inserter(request_id_), "{:016x}{:016x}", worker_.random(),
+                 worker_.random());
   log_.error = reason;
   Error e{Source::Downstream, ErrorKind::BadRequest};
   (void)e;
@@ -480,8 +510,7 @@ asio::awaitable<void> HttpSession::send_error(const Error& e, std::string_view d
 }
 
 asio::awaitable<HttpSession::Next> HttpSession::handle() {
-  log_ = {};
-  log_.start = Clock::now();
+  log_.reset();
   log_.method = head_.method;
   log_.host = head_.host;
   log_.path = head_.path;
@@ -496,7 +525,9 @@ asio::awaitable<HttpSession::Next> HttpSession::handle() {
     request_id_ = rid.value;
   } else {
     uint64_t a = worker_.random(), b = worker_.random();
-    request_id_ = fmt::format("{:08x}-{:04x}-4{:03x}-{:04x}-{:012x}", a >> 32, (a >> 16) & 0xffff,
+    request_id_.clear();
+    fmt::format_to(std::back_inserter(request_id_), "{:08x}-{:04x}-4{:03x}-{:04x}-{:012x}", a >> 32,
+                   (a >> 16) & 0xffff,
                               a & 0xfff, (b >> 48 & 0x3fff) | 0x8000, b & 0xffffffffffffull);
   }
   std::string_view parent_trace, flags = "01";
@@ -504,10 +535,14 @@ asio::awaitable<HttpSession::Next> HttpSession::handle() {
   if (tp.found && parse_traceparent(tp.value, parent_trace, flags)) {
     trace_id_ = parent_trace;
   } else {
-    trace_id_ = fmt::format("{:016x}{:016x}", worker_.random(), worker_.random());
+    trace_id_.clear();
+    fmt::format_to(std::back_inserter(trace_id_), "{:016x}{:016x}", worker_.random(),
+                   worker_.random());
     flags = "01";
   }
-  traceparent_out_ = fmt::format("00-{}-{:016x}-{}", trace_id_, worker_.random() | 1, flags);
+  traceparent_out_.clear();
+  fmt::format_to(std::back_inserter(traceparent_out_), "00-{}-{:016x}-{}", trace_id_,
+                 worker_.random() | 1, flags);
 
   // The body (if any) starts right after the head.
   begin_ += head_len_;
@@ -577,7 +612,8 @@ asio::awaitable<HttpSession::Next> HttpSession::handle() {
 
   route_ = &route;
   route_timeout_ = rc.timeout;
-  filters::Exchange x;
+  filters::Exchange& x = exchange_;
+  x.reset();
   x.request = &head_;
   x.client_ip = client_ip_;
   x.request_id = request_id_;
@@ -738,12 +774,12 @@ asio::awaitable<HttpSession::Next> HttpSession::forward(const CompiledUpstream& 
   std::unique_ptr<UpstreamConnection> conn;
   const CompiledTarget* target = nullptr;
   bool reused = false;
-  std::string uhead;
+  std::string& uhead = uhead_;
 
-  std::vector<char> rbuf;
+  server::IoBuffer rbuf;
   size_t rbegin = 0, rend = 0;
   http::ResponseParser rparser;
-  http::ResponseHead rhead;
+  http::ResponseHead& rhead = rhead_;
   size_t rhead_len = 0;
 
   for (;;) {
@@ -801,8 +837,9 @@ asio::awaitable<HttpSession::Next> HttpSession::forward(const CompiledUpstream& 
       src.start(head_.body_kind, head_.content_length);
       BodySink sink(conn->socket, up_wd_, request_timeout,
                     head_.body_kind == http::BodyKind::Chunked ? BodySink::Framing::Chunked
-                                                               : BodySink::Framing::Raw);
-      std::vector<std::string_view> pieces;
+                                                               : BodySink::Framing::Raw,
+                    iov_);
+      std::vector<std::string_view>& pieces = pieces_;
       std::string_view prefix = uhead;
       uint64_t body_bytes = 0;
       for (;;) {
@@ -842,7 +879,7 @@ asio::awaitable<HttpSession::Next> HttpSession::forward(const CompiledUpstream& 
     bool got_head = false, got_bytes = false;
     for (;;) {
       if (rbegin < rend) {
-        rhead = {};
+        rhead.headers.clear();
         auto r = rparser.parse(std::string_view(rbuf.data() + rbegin, rend - rbegin), rhead,
                                head_.method);
         if (r.status == http::ParseStatus::Error) {
@@ -965,8 +1002,8 @@ asio::awaitable<HttpSession::Next> HttpSession::forward(const CompiledUpstream& 
   rbegin += rhead_len;
   BodySource src(conn->socket, rbuf, rbegin, rend, up_wd_, request_timeout);
   src.start(rhead.body_kind, rhead.content_length);
-  BodySink sink(socket_, down_wd_, limits_.idle_timeout, framing);
-  std::vector<std::string_view> pieces;
+  BodySink sink(socket_, down_wd_, limits_.idle_timeout, framing, iov_);
+  std::vector<std::string_view>& pieces = pieces_;
   std::string_view prefix = out_;
   bool upstream_ok = true;
   bool client_ok = true;

@@ -29,7 +29,11 @@ std::unique_ptr<UpstreamConnection> UpstreamPool::acquire(const std::string& key
   while (!list.empty()) {
     std::unique_ptr<UpstreamConnection> c = std::move(list.back());
     list.pop_back();
-    if (now - c->idle_since < idle_timeout && still_open(c->socket)) return c;
+    auto idle = now - c->idle_since;
+    if (idle >= idle_timeout) continue;
+    // A connection used moments ago is taken on trust (saves a syscall per request); if the
+    // upstream closed it anyway, replayable requests are retried on a fresh connection.
+    if (idle < std::chrono::milliseconds(200) || still_open(c->socket)) return c;
   }
   return nullptr;
 }
@@ -60,17 +64,22 @@ size_t UpstreamPool::idle_count() const {
 
 // ---- BufferPool ----
 
-std::vector<char> BufferPool::take(size_t min_size) {
-  while (!free_.empty()) {
-    std::vector<char> b = std::move(free_.back());
-    free_.pop_back();
-    if (b.size() >= min_size) return b;
+IoBuffer BufferPool::take(size_t min_size) {
+  for (size_t i = free_.size(); i-- > 0;) {
+    if (free_[i].size() >= min_size) {
+      IoBuffer b = std::move(free_[i]);
+      free_[i] = std::move(free_.back());
+      free_.pop_back();
+      pooled_bytes_ -= b.size();
+      return b;
+    }
   }
-  return std::vector<char>(min_size);
+  return IoBuffer(min_size);
 }
 
-void BufferPool::give(std::vector<char>&& buf) {
-  if (buf.empty() || free_.size() >= 64) return;
+void BufferPool::give(IoBuffer&& buf) {
+  if (buf.empty() || pooled_bytes_ + buf.size() > kMaxPooledBytes) return;
+  pooled_bytes_ += buf.size();
   free_.push_back(std::move(buf));
 }
 

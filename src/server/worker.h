@@ -47,14 +47,36 @@ class UpstreamPool {
   std::unordered_map<std::string, std::vector<std::unique_ptr<UpstreamConnection>>> idle_;
 };
 
-// Recycled I/O buffers, so idle connections hold none and busy ones rarely allocate.
-class BufferPool {
+// An I/O buffer whose bytes are not zeroed on allocation (they are always written before read).
+class IoBuffer {
  public:
-  std::vector<char> take(size_t min_size);
-  void give(std::vector<char>&& buf);
+  IoBuffer() = default;
+  explicit IoBuffer(size_t size) : data_(new char[size]), size_(size) {}
+  char* data() { return data_.get(); }
+  const char* data() const { return data_.get(); }
+  size_t size() const { return size_; }
+  bool empty() const { return size_ == 0; }
+  void clear() {
+    data_.reset();
+    size_ = 0;
+  }
 
  private:
-  std::vector<std::vector<char>> free_;
+  std::unique_ptr<char[]> data_;
+  size_t size_ = 0;
+};
+
+// Recycled I/O buffers, so idle connections hold none and busy ones rarely allocate.
+// Keeps at most kMaxPooledBytes per worker.
+class BufferPool {
+ public:
+  static constexpr size_t kMaxPooledBytes = 32 * 1024 * 1024;
+  IoBuffer take(size_t min_size);
+  void give(IoBuffer&& buf);
+
+ private:
+  std::vector<IoBuffer> free_;
+  size_t pooled_bytes_ = 0;
 };
 
 // What a session exposes to the worker for draining.

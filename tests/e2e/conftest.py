@@ -13,6 +13,7 @@ the client got and what the backend saw.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import itertools
 import json
 import os
@@ -122,6 +123,7 @@ class RawClient:
     def __init__(self, port: int, timeout: float = 5.0):
         self.sock = socket.create_connection((HOST, port), timeout=timeout)
         self.sock.settimeout(timeout)
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.buf = b""
 
     def close(self):
@@ -240,6 +242,7 @@ class RecordedRequest:
     chunked: bool            # arrived with Transfer-Encoding: chunked
     conn_id: int             # which backend connection it came on (1, 2, ...)
     backend: str
+    body_sha256: str = ""    # of the whole body, also when it was discarded
 
     @property
     def path(self) -> str:
@@ -275,6 +278,8 @@ class Reply:
     delay: float = 0.0       # seconds before the head is sent
     hang: bool = False       # never answer; the connection stays open until the backend stops
     close: bool = False      # close the connection after this answer
+    drop: bool = False       # close the connection without answering
+    raw: bytes | None = None  # send exactly these bytes instead of a composed answer
     reason: str = ""
 
 
@@ -354,9 +359,11 @@ class Backend:
             self._threads.append(t)
 
     def _serve(self, conn: socket.socket, conn_id: int):
-        conn.settimeout(60)
-        rfile = conn.makefile("rb", buffering=256 * 1024)
+        rfile = None
         try:
+            conn.settimeout(60)
+            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            rfile = conn.makefile("rb", buffering=256 * 1024)
             while not self.stopping.is_set():
                 if not self._serve_one(conn, rfile, conn_id):
                     break
@@ -364,7 +371,9 @@ class Backend:
             pass
         finally:
             with contextlib.suppress(OSError):
-                rfile.close()
+                if rfile is not None:
+                    rfile.close()
+            with contextlib.suppress(OSError):
                 conn.close()
 
     def _serve_one(self, conn, rfile, conn_id) -> bool:
@@ -393,6 +402,7 @@ class Backend:
         if any("100-continue" in v.lower() for v in hval("expect")):
             conn.sendall(b"HTTP/1.1 100 Continue\r\n\r\n")
         parts: list[bytes] = []
+        digest = hashlib.sha256()
         count = 0
         chunked = any("chunked" in v.lower() for v in hval("transfer-encoding"))
         if chunked:
@@ -412,6 +422,7 @@ class Backend:
                         return False
                     left -= len(piece)
                     count += len(piece)
+                    digest.update(piece)
                     if self.store_bodies:
                         parts.append(piece)
                 rfile.read(2)
@@ -423,10 +434,11 @@ class Backend:
                     return False
                 left -= len(piece)
                 count += len(piece)
+                digest.update(piece)
                 if self.store_bodies:
                     parts.append(piece)
         req = RecordedRequest(method, target, version, headers, b"".join(parts), count, chunked,
-                              conn_id, self.name)
+                              conn_id, self.name, digest.hexdigest())
         with self.cond:
             self.requests.append(req)
             self.cond.notify_all()
@@ -437,6 +449,11 @@ class Backend:
         if reply.hang:
             self.stopping.wait(60)
             return False
+        if reply.drop:
+            return False
+        if reply.raw is not None:
+            conn.sendall(reply.raw)
+            return not reply.close
         self._send(conn, reply)
         conn_tokens = ",".join(hval("connection")).lower()
         if reply.close or "close" in conn_tokens or not reply.length:
@@ -458,7 +475,11 @@ class Backend:
             head.append(f"Content-Length: {len(reply.body)}")
         if reply.close or not reply.length:
             head.append("Connection: close")
-        conn.sendall(("\r\n".join(head) + "\r\n\r\n").encode("latin-1"))
+        head_bytes = ("\r\n".join(head) + "\r\n\r\n").encode("latin-1")
+        if reply.chunks is None and reply.stream_bytes is None:
+            conn.sendall(head_bytes + reply.body)  # one write: no Nagle/delayed-ACK stall
+            return
+        conn.sendall(head_bytes)
         if reply.chunks is not None:
             for c in reply.chunks:
                 conn.sendall(b"%x\r\n%s\r\n" % (len(c), c))
@@ -470,8 +491,6 @@ class Backend:
                 n = min(left, len(block))
                 conn.sendall(block[:n])
                 left -= n
-        else:
-            conn.sendall(reply.body)
 
     def stop(self):
         self.stopping.set()
