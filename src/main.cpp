@@ -2,10 +2,10 @@
 #include <iostream>
 #include <string>
 
-#include <CLI/CLI.hpp>
-#include <boost/version.hpp>
 #include <fmt/format.h>
 #include <openssl/opensslv.h>
+#include <CLI/CLI.hpp>
+#include <boost/version.hpp>
 
 #include "config/config.h"
 #include "demo/demo.h"
@@ -33,9 +33,9 @@ int validate(const std::string& path) {
                              compile_errors.size());
     return 2;
   }
-  std::cout << fmt::format("{}: configuration is valid ({} listener(s), {} upstream(s), {} route(s))\n",
-                           path, snap->config.listeners.size(), snap->upstreams.size(),
-                           snap->routes.size());
+  std::cout << fmt::format(
+      "{}: configuration is valid ({} listener(s), {} upstream(s), {} route(s))\n", path,
+      snap->config.listeners.size(), snap->upstreams.size(), snap->routes.size());
   return 0;
 }
 
@@ -57,7 +57,8 @@ int main(int argc, char** argv) {
   int demo_workers = 1;
   auto* demo = app.add_subcommand("demo", "run the gateway with three built-in demo backends");
   demo->add_option("--port", demo_port, "gateway port (default 8080)");
-  demo->add_option("--workers", demo_workers, "worker threads (default 1, so the round robin is easy to see)");
+  demo->add_option("--workers", demo_workers,
+                   "worker threads (default 1, so the round robin is easy to see)");
 
   auto* version = app.add_subcommand("version", "print version, build type and libraries");
 

@@ -46,40 +46,64 @@ struct Error {
 
   int status() const {
     switch (kind) {
-      case ErrorKind::None: return 200;
-      case ErrorKind::BadRequest: return 400;
-      case ErrorKind::NoRoute: return 404;
-      case ErrorKind::MethodNotAllowed: return 405;
-      case ErrorKind::RequestTimeout: return 408;
-      case ErrorKind::BodyTooLarge: return 413;
-      case ErrorKind::NoTarget: return 503;
+      case ErrorKind::None:
+        return 200;
+      case ErrorKind::BadRequest:
+        return 400;
+      case ErrorKind::NoRoute:
+        return 404;
+      case ErrorKind::MethodNotAllowed:
+        return 405;
+      case ErrorKind::RequestTimeout:
+        return 408;
+      case ErrorKind::BodyTooLarge:
+        return 413;
+      case ErrorKind::NoTarget:
+        return 503;
       case ErrorKind::ConnectRefused:
       case ErrorKind::ConnectFailed:
       case ErrorKind::UpstreamReset:
-      case ErrorKind::BadResponse: return 502;
+      case ErrorKind::BadResponse:
+        return 502;
       case ErrorKind::ConnectTimeout:
-      case ErrorKind::UpstreamTimeout: return 504;
-      case ErrorKind::Draining: return 503;
+      case ErrorKind::UpstreamTimeout:
+        return 504;
+      case ErrorKind::Draining:
+        return 503;
     }
     return 500;
   }
 
   std::string_view reason() const {
     switch (kind) {
-      case ErrorKind::None: return "";
-      case ErrorKind::BadRequest: return "bad request";
-      case ErrorKind::NoRoute: return "no route";
-      case ErrorKind::MethodNotAllowed: return "method not allowed";
-      case ErrorKind::RequestTimeout: return "request timeout";
-      case ErrorKind::BodyTooLarge: return "request body too large";
-      case ErrorKind::NoTarget: return "no healthy target";
-      case ErrorKind::ConnectRefused: return "upstream connection refused";
-      case ErrorKind::ConnectTimeout: return "upstream connect timeout";
-      case ErrorKind::ConnectFailed: return "upstream connect failed";
-      case ErrorKind::UpstreamReset: return "upstream connection reset";
-      case ErrorKind::UpstreamTimeout: return "upstream timeout";
-      case ErrorKind::BadResponse: return "invalid upstream response";
-      case ErrorKind::Draining: return "shutting down";
+      case ErrorKind::None:
+        return "";
+      case ErrorKind::BadRequest:
+        return "bad request";
+      case ErrorKind::NoRoute:
+        return "no route";
+      case ErrorKind::MethodNotAllowed:
+        return "method not allowed";
+      case ErrorKind::RequestTimeout:
+        return "request timeout";
+      case ErrorKind::BodyTooLarge:
+        return "request body too large";
+      case ErrorKind::NoTarget:
+        return "no healthy target";
+      case ErrorKind::ConnectRefused:
+        return "upstream connection refused";
+      case ErrorKind::ConnectTimeout:
+        return "upstream connect timeout";
+      case ErrorKind::ConnectFailed:
+        return "upstream connect failed";
+      case ErrorKind::UpstreamReset:
+        return "upstream connection reset";
+      case ErrorKind::UpstreamTimeout:
+        return "upstream timeout";
+      case ErrorKind::BadResponse:
+        return "invalid upstream response";
+      case ErrorKind::Draining:
+        return "shutting down";
     }
     return "internal error";
   }

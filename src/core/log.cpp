@@ -36,7 +36,8 @@ struct Sink {
       fd = ::open(target.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
       owned = fd >= 0;
       if (fd < 0) {
-        std::string msg = "sluice: cannot open log file " + target + ": " + std::strerror(errno) + "\n";
+        std::string msg =
+            "sluice: cannot open log file " + target + ": " + std::strerror(errno) + "\n";
         (void)!::write(2, msg.data(), msg.size());
       }
     }
@@ -89,8 +90,8 @@ struct Writer {
         });
         access_out.swap(access_buf);
         error_out.swap(error_buf);
-        reopen_now = reopen_requested || first || access_target != cur_access ||
-                     error_target != cur_error;
+        reopen_now =
+            reopen_requested || first || access_target != cur_access || error_target != cur_error;
         reopen_requested = false;
         cur_access = access_target;
         cur_error = error_target;
@@ -133,10 +134,14 @@ Writer& writer() {
 
 constexpr std::string_view level_name(Level l) {
   switch (l) {
-    case Level::Debug: return "debug";
-    case Level::Info: return "info";
-    case Level::Warn: return "warn";
-    case Level::Error: return "error";
+    case Level::Debug:
+      return "debug";
+    case Level::Info:
+      return "info";
+    case Level::Warn:
+      return "warn";
+    case Level::Error:
+      return "error";
   }
   return "info";
 }
@@ -221,11 +226,21 @@ void json_escape(std::string& out, std::string_view s) {
   for (char c : s) {
     auto u = static_cast<unsigned char>(c);
     switch (c) {
-      case '"': out += "\\\""; break;
-      case '\\': out += "\\\\"; break;
-      case '\n': out += "\\n"; break;
-      case '\r': out += "\\r"; break;
-      case '\t': out += "\\t"; break;
+      case '"':
+        out += "\\\"";
+        break;
+      case '\\':
+        out += "\\\\";
+        break;
+      case '\n':
+        out += "\\n";
+        break;
+      case '\r':
+        out += "\\r";
+        break;
+      case '\t':
+        out += "\\t";
+        break;
       default:
         if (u < 0x20 || u == 0x7f) {
           out += "\\u00";

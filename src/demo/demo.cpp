@@ -71,8 +71,7 @@ asio::awaitable<void> accept_backend(tcp::acceptor& acceptor, std::string name) 
   for (;;) {
     auto [ec, socket] = co_await acceptor.async_accept(use_nothrow);
     if (ec) co_return;
-    asio::co_spawn(acceptor.get_executor(), serve_backend(std::move(socket), name),
-                   asio::detached);
+    asio::co_spawn(acceptor.get_executor(), serve_backend(std::move(socket), name), asio::detached);
   }
 }
 
@@ -83,8 +82,8 @@ int run_demo(int port, int workers) {
   std::vector<std::unique_ptr<tcp::acceptor>> acceptors;
   std::vector<uint16_t> ports;
   for (int i = 1; i <= 3; ++i) {
-    auto acc = std::make_unique<tcp::acceptor>(
-        io, tcp::endpoint(asio::ip::make_address("127.0.0.1"), 0));
+    auto acc =
+        std::make_unique<tcp::acceptor>(io, tcp::endpoint(asio::ip::make_address("127.0.0.1"), 0));
     ports.push_back(acc->local_endpoint().port());
     asio::co_spawn(io, accept_backend(*acc, fmt::format("demo-{}", i)), asio::detached);
     acceptors.push_back(std::move(acc));
@@ -118,18 +117,19 @@ routes:
   opts.config_text = yaml;
   opts.workers_override = workers;
   opts.on_ready = [port, &ports] {
-    std::cout << fmt::format(
-                     "\nsluice demo is running on http://127.0.0.1:{0}\n"
-                     "  three demo backends on 127.0.0.1:{1}, :{2} and :{3} (weights 1, 1, 2)\n\n"
-                     "try:\n"
-                     "  curl -s http://127.0.0.1:{0}/           # run it 4 times: demo-1, demo-2, "
-                     "demo-3 twice\n"
-                     "  curl -si http://127.0.0.1:{0}/hello     # answered by the gateway itself\n"
-                     "  curl -si http://127.0.0.1:{0}/docs      # a redirect\n"
-                     "  curl -si --path-as-is http://127.0.0.1:{0}/a/../../x  # a 400, JSON body\n\n"
-                     "access log lines follow; Ctrl-C stops.\n\n",
-                     port, ports[0], ports[1], ports[2])
-              << std::flush;
+    std::cout
+        << fmt::format(
+               "\nsluice demo is running on http://127.0.0.1:{0}\n"
+               "  three demo backends on 127.0.0.1:{1}, :{2} and :{3} (weights 1, 1, 2)\n\n"
+               "try:\n"
+               "  curl -s http://127.0.0.1:{0}/           # run it 4 times: demo-1, demo-2, "
+               "demo-3 twice\n"
+               "  curl -si http://127.0.0.1:{0}/hello     # answered by the gateway itself\n"
+               "  curl -si http://127.0.0.1:{0}/docs      # a redirect\n"
+               "  curl -si --path-as-is http://127.0.0.1:{0}/a/../../x  # a 400, JSON body\n\n"
+               "access log lines follow; Ctrl-C stops.\n\n",
+               port, ports[0], ports[1], ports[2])
+        << std::flush;
   };
   int rc = server::run_gateway(opts);
   io.stop();

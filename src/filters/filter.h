@@ -1,7 +1,9 @@
-// The filter interface: one compiled policy of a route (headers, later auth, rate limits, cache...).
+// The filter interface: one compiled policy of a route (headers, later auth, rate limits,
+// cache...).
 //
 //   class AddHeader final : public Filter {
-//     Step on_request(Exchange& x) const override { x.set_upstream_header("x-a", "1"); return Step::next(); }
+//     Step on_request(Exchange& x) const override { x.set_upstream_header("x-a", "1"); return
+//     Step::next(); }
 //   };
 //
 // A route's policies are compiled once per config snapshot into an ordered vector of filters that

@@ -111,7 +111,8 @@ struct ExchangeLog {
   // Clears for the next exchange, keeping the strings' capacity.
   void reset() {
     start = Clock::now();
-    for (std::string* s : {&method, &host, &path, &user_agent, &route, &upstream, &target, &error}) {
+    for (std::string* s :
+         {&method, &host, &path, &user_agent, &route, &upstream, &target, &error}) {
       s->clear();
     }
     protocol = "HTTP/1.1";
@@ -263,6 +264,40 @@ class BodySink {
   uint64_t bytes_ = 0;
 };
 
+// Everything one exchange needs beyond the connection itself. Taken from a per-worker free list
+// when a request starts and given back when the connection goes idle, so an idle keep-alive
+// connection holds only its socket, timers and a small read buffer.
+struct ExchangeScratch {
+  http::RequestHead head;
+  http::ResponseHead rhead;
+  filters::Exchange exchange;
+  ExchangeLog log;
+  std::string request_id, trace_id, traceparent_out;
+  std::string out;    // heads written downstream
+  std::string uhead;  // head written upstream
+  std::vector<std::string_view> pieces;
+  std::vector<asio::const_buffer> iov;
+};
+
+// Per-worker free list of ExchangeScratch (thread_local: one per worker thread).
+class ScratchPool {
+ public:
+  static constexpr size_t kMaxFree = 1024;
+  std::unique_ptr<ExchangeScratch> take() {
+    if (free_.empty()) return std::make_unique<ExchangeScratch>();
+    auto x = std::move(free_.back());
+    free_.pop_back();
+    return x;
+  }
+  void give(std::unique_ptr<ExchangeScratch> x) {
+    if (x && free_.size() < kMaxFree) free_.push_back(std::move(x));
+  }
+
+ private:
+  std::vector<std::unique_ptr<ExchangeScratch>> free_;
+};
+thread_local ScratchPool t_scratch_pool;
+
 class HttpSession final : public server::Session {
  public:
   HttpSession(Worker& worker, tcp::socket socket, std::string listener)
@@ -282,6 +317,7 @@ class HttpSession final : public server::Session {
   ~HttpSession() override {
     worker_.remove_session(this);
     if (!buf_.empty()) worker_.buffers().give(std::move(buf_));
+    t_scratch_pool.give(std::move(xs_));
   }
 
   void on_drain() override {
@@ -307,8 +343,7 @@ class HttpSession final : public server::Session {
   asio::awaitable<Next> handle();
   asio::awaitable<Next> forward(const CompiledUpstream& up, size_t up_index,
                                 std::string_view upstream_path, filters::Exchange& x);
-  asio::awaitable<void> send_local(int status, std::string_view body,
-                                   std::string_view content_type,
+  asio::awaitable<void> send_local(int status, std::string_view body, std::string_view content_type,
                                    const std::vector<std::pair<std::string, std::string>>& extra,
                                    bool close);
   asio::awaitable<void> send_error(const Error& e, std::string_view detail, bool close,
@@ -317,14 +352,17 @@ class HttpSession final : public server::Session {
   std::string build_upstream_head(const filters::Exchange& x, std::string_view path,
                                   const CompiledTarget& target, http::BodyKind body_kind);
   void write_access_log();
+  // The read buffer and the exchange scratch are held only while a request is in progress.
   void ensure_buffer() {
     if (buf_.empty()) buf_ = worker_.buffers().take(buffer_size_);
+    if (!xs_) xs_ = t_scratch_pool.take();
   }
   void release_buffer_if_idle() {
     if (begin_ == end_ && !buf_.empty()) {
       worker_.buffers().give(std::move(buf_));
       buf_.clear();
       begin_ = end_ = 0;
+      t_scratch_pool.give(std::move(xs_));
     }
   }
 
@@ -343,22 +381,13 @@ class HttpSession final : public server::Session {
   size_t begin_ = 0, end_ = 0;  // unconsumed bytes of buf_
   size_t head_len_ = 0;
   http::RequestParser parser_;
-  http::RequestHead head_;
+  std::unique_ptr<ExchangeScratch> xs_;  // only while an exchange is in progress
   bool idle_ = false;
+  bool served_any_ = false;
   std::array<char, 512> idle_buf_;
-  bool close_after_ = false;   // set when the request body was not fully consumed, or draining
+  bool close_after_ = false;  // set when the request body was not fully consumed, or draining
   bool response_started_ = false;
 
-  std::string request_id_;
-  std::string trace_id_;
-  std::string traceparent_out_;
-  ExchangeLog log_;
-  std::string out_;  // scratch for heads
-  filters::Exchange exchange_;
-  std::string uhead_;
-  http::ResponseHead rhead_;
-  std::vector<std::string_view> pieces_;
-  std::vector<asio::const_buffer> iov_;
   const CompiledRoute* route_ = nullptr;
   std::optional<Duration> route_timeout_;
 };
@@ -375,8 +404,8 @@ asio::awaitable<void> HttpSession::run() {
       pl.max_header_bytes = limits_.max_header_bytes;
       pl.max_headers = limits_.max_headers;
       parser_ = http::RequestParser(pl);
-      buffer_size_ = std::max<size_t>(16 * 1024, limits_.max_request_line +
-                                                      limits_.max_header_bytes + 4096);
+      buffer_size_ =
+          std::max<size_t>(16 * 1024, limits_.max_request_line + limits_.max_header_bytes + 4096);
     }
     if (!co_await read_head()) break;
     Next next = co_await handle();
@@ -390,18 +419,12 @@ asio::awaitable<void> HttpSession::run() {
 
 asio::awaitable<bool> HttpSession::read_head() {
   parser_.reset();
-  {
-    std::vector<http::Header> keep = std::move(head_.headers);  // keep its capacity
-    keep.clear();
-    head_ = {};
-    head_.headers = std::move(keep);
-  }
   if (begin_ == end_) {
     // Idle keep-alive: read into a small inline buffer so an idle connection holds no I/O
     // buffer. (An async_wait for readability would cost an epoll_ctl per request in Asio.)
     idle_ = true;
-    down_wd_.arm(log_.start == Clock::time_point{} ? limits_.header_timeout : limits_.idle_timeout,
-                 &socket_);
+    // The first request must come within header_timeout; later ones within idle_timeout.
+    down_wd_.arm(served_any_ ? limits_.idle_timeout : limits_.header_timeout, &socket_);
     if (worker_.draining()) co_return false;
     auto [ec, n] = co_await socket_.async_read_some(asio::buffer(idle_buf_), use_nothrow);
     idle_ = false;
@@ -411,10 +434,16 @@ asio::awaitable<bool> HttpSession::read_head() {
     end_ += n;
   }
   ensure_buffer();
+  xs_->head.headers.clear();  // keeps its capacity
+  {
+    std::vector<http::Header> keep = std::move(xs_->head.headers);
+    xs_->head = {};
+    xs_->head.headers = std::move(keep);
+  }
   down_wd_.arm(limits_.header_timeout, &socket_);
   for (;;) {
     if (begin_ < end_) {
-      auto r = parser_.parse(std::string_view(buf_.data() + begin_, end_ - begin_), head_);
+      auto r = parser_.parse(std::string_view(buf_.data() + begin_, end_ - begin_), xs_->head);
       if (r.status == http::ParseStatus::Done) {
         head_len_ = r.consumed;
         co_return true;
@@ -447,16 +476,16 @@ asio::awaitable<bool> HttpSession::read_head() {
 }
 
 asio::awaitable<void> HttpSession::send_parse_error(int status, std::string_view reason) {
-  log_.reset();
-  request_id_.clear();
-  fmt::format_to(std::back_inserter(request_id_), "{:016x}{:016x}", worker_.random(),
+  xs_->log.reset();
+  xs_->request_id.clear();
+  fmt::format_to(std::back_inserter(xs_->request_id), "{:016x}{:016x}", worker_.random(),
                  worker_.random());
-  log_.error = reason;
+  xs_->log.error = reason;
   Error e{Source::Downstream, ErrorKind::BadRequest};
   (void)e;
   log::info("{}: {} from {} ({})", status, reason, client_ip_, listener_name_);
   std::string body = fmt::format(R"({{"error":"{}","status":{},"request_id":"{}"}})", reason,
-                                 status, request_id_);
+                                 status, xs_->request_id);
   co_await send_local(status, body, "application/json", {}, true);
   write_access_log();
 }
@@ -464,101 +493,103 @@ asio::awaitable<void> HttpSession::send_parse_error(int status, std::string_view
 asio::awaitable<void> HttpSession::send_local(
     int status, std::string_view body, std::string_view content_type,
     const std::vector<std::pair<std::string, std::string>>& extra, bool close) {
-  out_.clear();
-  out_ += "HTTP/1.1 ";
-  append_decimal(out_, static_cast<uint64_t>(status));
-  out_ += ' ';
-  out_ += status_text(status);
-  out_ += "\r\nserver: sluice\r\ndate: ";
-  out_ += worker_.http_date();
+  xs_->out.clear();
+  xs_->out += "HTTP/1.1 ";
+  append_decimal(xs_->out, static_cast<uint64_t>(status));
+  xs_->out += ' ';
+  xs_->out += status_text(status);
+  xs_->out += "\r\nserver: sluice\r\ndate: ";
+  xs_->out += worker_.http_date();
   if (!content_type.empty()) {
-    out_ += "\r\ncontent-type: ";
-    out_ += content_type;
+    xs_->out += "\r\ncontent-type: ";
+    xs_->out += content_type;
   }
-  out_ += "\r\ncontent-length: ";
-  append_decimal(out_, body.size());
-  if (!request_id_.empty()) {
-    out_ += "\r\nx-request-id: ";
-    out_ += request_id_;
+  xs_->out += "\r\ncontent-length: ";
+  append_decimal(xs_->out, body.size());
+  if (!xs_->request_id.empty()) {
+    xs_->out += "\r\nx-request-id: ";
+    xs_->out += xs_->request_id;
   }
   for (const auto& [k, v] : extra) {
-    out_ += "\r\n";
-    out_ += k;
-    out_ += ": ";
-    out_ += v;
+    xs_->out += "\r\n";
+    xs_->out += k;
+    xs_->out += ": ";
+    xs_->out += v;
   }
-  if (close) out_ += "\r\nconnection: close";
-  out_ += "\r\n\r\n";
-  bool head_only = head_.method == "HEAD";
-  std::array<asio::const_buffer, 2> bufs{asio::buffer(out_),
-                                          asio::buffer(body.data(), head_only ? 0 : body.size())};
+  if (close) xs_->out += "\r\nconnection: close";
+  xs_->out += "\r\n\r\n";
+  bool head_only = xs_->head.method == "HEAD";
+  std::array<asio::const_buffer, 2> bufs{asio::buffer(xs_->out),
+                                         asio::buffer(body.data(), head_only ? 0 : body.size())};
   down_wd_.arm(std::chrono::seconds(5), &socket_);
   auto [ec, n] = co_await asio::async_write(socket_, bufs, use_nothrow);
-  log_.status = status;
-  log_.bytes_out += n;
+  xs_->log.status = status;
+  xs_->log.bytes_out += n;
   if (close) close_after_ = true;
 }
 
 asio::awaitable<void> HttpSession::send_error(const Error& e, std::string_view detail, bool close,
                                               std::string_view allow) {
-  log_.error = detail.empty() ? std::string(e.reason()) : std::string(detail);
+  xs_->log.error = detail.empty() ? std::string(e.reason()) : std::string(detail);
   std::string body = fmt::format(R"({{"error":"{}","status":{},"request_id":"{}"}})", e.reason(),
-                                 e.status(), request_id_);
+                                 e.status(), xs_->request_id);
   std::vector<std::pair<std::string, std::string>> extra;
   if (!allow.empty()) extra.emplace_back("allow", std::string(allow));
   co_await send_local(e.status(), body, "application/json", extra, close);
 }
 
 asio::awaitable<HttpSession::Next> HttpSession::handle() {
-  log_.reset();
-  log_.method = head_.method;
-  log_.host = head_.host;
-  log_.path = head_.path;
-  log_.protocol = head_.version == http::Version::Http10 ? "HTTP/1.0" : "HTTP/1.1";
-  log_.bytes_in = head_len_;
-  if (auto ua = head_.header("user-agent"); ua.found) log_.user_agent = ua.value;
+  served_any_ = true;
+  xs_->log.reset();
+  xs_->log.method = xs_->head.method;
+  xs_->log.host = xs_->head.host;
+  xs_->log.path = xs_->head.path;
+  xs_->log.protocol = xs_->head.version == http::Version::Http10 ? "HTTP/1.0" : "HTTP/1.1";
+  xs_->log.bytes_in = head_len_;
+  if (auto ua = xs_->head.header("user-agent"); ua.found) xs_->log.user_agent = ua.value;
   response_started_ = false;
 
   // Correlation ids: keep the client's when valid, continue its trace.
-  auto rid = head_.header("x-request-id");
+  auto rid = xs_->head.header("x-request-id");
   if (rid.found && valid_request_id(rid.value)) {
-    request_id_ = rid.value;
+    xs_->request_id = rid.value;
   } else {
     uint64_t a = worker_.random(), b = worker_.random();
-    request_id_.clear();
-    fmt::format_to(std::back_inserter(request_id_), "{:08x}-{:04x}-4{:03x}-{:04x}-{:012x}", a >> 32,
-                   (a >> 16) & 0xffff,
-                              a & 0xfff, (b >> 48 & 0x3fff) | 0x8000, b & 0xffffffffffffull);
+    xs_->request_id.clear();
+    fmt::format_to(std::back_inserter(xs_->request_id), "{:08x}-{:04x}-4{:03x}-{:04x}-{:012x}",
+                   a >> 32, (a >> 16) & 0xffff, a & 0xfff, (b >> 48 & 0x3fff) | 0x8000,
+                   b & 0xffffffffffffull);
   }
   std::string_view parent_trace, flags = "01";
-  auto tp = head_.header("traceparent");
+  auto tp = xs_->head.header("traceparent");
   if (tp.found && parse_traceparent(tp.value, parent_trace, flags)) {
-    trace_id_ = parent_trace;
+    xs_->trace_id = parent_trace;
   } else {
-    trace_id_.clear();
-    fmt::format_to(std::back_inserter(trace_id_), "{:016x}{:016x}", worker_.random(),
+    xs_->trace_id.clear();
+    fmt::format_to(std::back_inserter(xs_->trace_id), "{:016x}{:016x}", worker_.random(),
                    worker_.random());
     flags = "01";
   }
-  traceparent_out_.clear();
-  fmt::format_to(std::back_inserter(traceparent_out_), "00-{}-{:016x}-{}", trace_id_,
+  xs_->traceparent_out.clear();
+  fmt::format_to(std::back_inserter(xs_->traceparent_out), "00-{}-{:016x}-{}", xs_->trace_id,
                  worker_.random() | 1, flags);
 
   // The body (if any) starts right after the head.
   begin_ += head_len_;
-  const bool has_body = head_.body_kind != http::BodyKind::None;
+  const bool has_body = xs_->head.body_kind != http::BodyKind::None;
   Next after_local = has_body ? Next::Close : Next::KeepAlive;
-  bool keep = head_.keep_alive && !worker_.draining();
+  bool keep = xs_->head.keep_alive && !worker_.draining();
 
-  auto norm = http::normalise_path(head_.path);
+  auto norm = http::normalise_path(xs_->head.path);
   if (!norm.ok) {
     co_await send_error({Source::Downstream, ErrorKind::BadRequest}, norm.error, true);
     write_access_log();
     co_return Next::Close;
   }
-  log_.path = norm.path;
+  xs_->log.path = norm.path;
 
-  router::RequestView rv{head_.method, head_.host, norm.path, head_.query, &head_.headers};
+  router::RequestView rv{xs_->head.method, xs_->head.host, norm.path, xs_->head.query,
+                         &xs_->head.headers};
   router::MatchResult m = snap_->router->match(rv);
   if (m.outcome != router::MatchResult::Outcome::Matched) {
     bool not_allowed = m.outcome == router::MatchResult::Outcome::MethodNotAllowed;
@@ -569,7 +600,7 @@ asio::awaitable<HttpSession::Next> HttpSession::handle() {
   }
   const CompiledRoute& route = snap_->routes[m.route_index];
   const config::Route& rc = *route.config;
-  log_.route = rc.name;
+  xs_->log.route = rc.name;
 
   if (rc.action == config::Route::Action::Respond || rc.action == config::Route::Action::Redirect) {
     bool close = !keep || has_body;
@@ -597,7 +628,8 @@ asio::awaitable<HttpSession::Next> HttpSession::handle() {
     co_return close ? Next::Close : Next::KeepAlive;
   }
 
-  if (head_.body_kind == http::BodyKind::Length && head_.content_length > limits_.max_body) {
+  if (xs_->head.body_kind == http::BodyKind::Length &&
+      xs_->head.content_length > limits_.max_body) {
     co_await send_error({Source::Downstream, ErrorKind::BodyTooLarge}, {}, true);
     write_access_log();
     co_return Next::Close;
@@ -608,22 +640,22 @@ asio::awaitable<HttpSession::Next> HttpSession::handle() {
     up_index = route.split_upstreams[upstream::pick_split(route.split_weights, worker_.random())];
   }
   const CompiledUpstream& up = snap_->upstreams[static_cast<size_t>(up_index)];
-  log_.upstream = up.config->name;
+  xs_->log.upstream = up.config->name;
 
   route_ = &route;
   route_timeout_ = rc.timeout;
-  filters::Exchange& x = exchange_;
+  filters::Exchange& x = xs_->exchange;
   x.reset();
-  x.request = &head_;
+  x.request = &xs_->head;
   x.client_ip = client_ip_;
-  x.request_id = request_id_;
-  x.upstream_headers = head_.headers;
+  x.request_id = xs_->request_id;
+  x.upstream_headers = xs_->head.headers;
   for (const auto& f : route.filters) {
     filters::Step step = f->on_request(x);
     if (step.kind() == filters::Step::Kind::Respond) {
       std::string body = fmt::format(R"({{"error":"{}","status":{},"request_id":"{}"}})",
-                                     step.reason(), step.status(), request_id_);
-      log_.error = step.reason();
+                                     step.reason(), step.status(), xs_->request_id);
+      xs_->log.error = step.reason();
       co_await send_local(step.status(), body, "application/json", {}, !keep || has_body);
       write_access_log();
       co_return (!keep || has_body) ? Next::Close : Next::KeepAlive;
@@ -641,20 +673,20 @@ std::string HttpSession::build_upstream_head(const filters::Exchange& x, std::st
                                              http::BodyKind body_kind) {
   std::string h;
   h.reserve(512 + head_len_);
-  h += head_.method;
+  h += xs_->head.method;
   h += ' ';
   h += path;
-  if (!head_.query.empty()) {
+  if (!xs_->head.query.empty()) {
     h += '?';
-    h += head_.query;
+    h += xs_->head.query;
   }
   h += " HTTP/1.1\r\nhost: ";
-  h += head_.host.empty() ? std::string_view(target.address) : head_.host;
+  h += xs_->head.host.empty() ? std::string_view(target.address) : xs_->head.host;
   h += "\r\n";
   std::string_view xff, fwd, via;
   for (const auto& hd : x.upstream_headers) {
     if (http::iequals(hd.name, "host") || is_hop_by_hop(hd.name) ||
-        named_in_connection(head_.headers, hd.name)) {
+        named_in_connection(xs_->head.headers, hd.name)) {
       continue;
     }
     if (http::iequals(hd.name, "x-forwarded-for")) {
@@ -685,7 +717,7 @@ std::string HttpSession::build_upstream_head(const filters::Exchange& x, std::st
   }
   h += client_ip_;
   h += "\r\nx-forwarded-proto: http\r\nx-forwarded-host: ";
-  h += head_.host;
+  h += xs_->head.host;
   h += "\r\nforwarded: ";
   if (!fwd.empty()) {
     h += fwd;
@@ -695,9 +727,9 @@ std::string HttpSession::build_upstream_head(const filters::Exchange& x, std::st
   h += v6 ? "for=\"[" : "for=";
   h += client_ip_;
   h += v6 ? "]\"" : "";
-  if (!head_.host.empty()) {
+  if (!xs_->head.host.empty()) {
     h += ";host=\"";
-    h += head_.host;
+    h += xs_->head.host;
     h += "\"";
   }
   h += ";proto=http\r\nvia: ";
@@ -705,15 +737,15 @@ std::string HttpSession::build_upstream_head(const filters::Exchange& x, std::st
     h += via;
     h += ", ";
   }
-  h += head_.version == http::Version::Http10 ? "1.0 sluice" : "1.1 sluice";
+  h += xs_->head.version == http::Version::Http10 ? "1.0 sluice" : "1.1 sluice";
   h += "\r\nx-request-id: ";
-  h += request_id_;
+  h += xs_->request_id;
   h += "\r\ntraceparent: ";
-  h += traceparent_out_;
+  h += xs_->traceparent_out;
   h += "\r\n";
   if (body_kind == http::BodyKind::Length) {
     h += "content-length: ";
-    append_decimal(h, head_.content_length);
+    append_decimal(h, xs_->head.content_length);
     h += "\r\n";
   } else if (body_kind == http::BodyKind::Chunked) {
     h += "transfer-encoding: chunked\r\n";
@@ -750,14 +782,13 @@ bool idempotent(std::string_view method) {
          method == "DELETE" || method == "TRACE";
 }
 
-asio::awaitable<HttpSession::Next> HttpSession::forward(const CompiledUpstream& up,
-                                                        size_t up_index,
+asio::awaitable<HttpSession::Next> HttpSession::forward(const CompiledUpstream& up, size_t up_index,
                                                         std::string_view upstream_path,
                                                         filters::Exchange& x) {
   const config::Upstream& uc = *up.config;
   const Duration request_timeout = route_timeout_.value_or(uc.timeouts.request);
-  const bool has_body = head_.body_kind != http::BodyKind::None;
-  const bool replayable = !has_body && idempotent(head_.method);
+  const bool has_body = xs_->head.body_kind != http::BodyKind::None;
+  const bool replayable = !has_body && idempotent(xs_->head.method);
   const Next on_error = has_body ? Next::Close : Next::KeepAlive;
   const auto started = Clock::now();
 
@@ -774,12 +805,12 @@ asio::awaitable<HttpSession::Next> HttpSession::forward(const CompiledUpstream& 
   std::unique_ptr<UpstreamConnection> conn;
   const CompiledTarget* target = nullptr;
   bool reused = false;
-  std::string& uhead = uhead_;
+  std::string& uhead = xs_->uhead;
 
   server::IoBuffer rbuf;
   size_t rbegin = 0, rend = 0;
   http::ResponseParser rparser;
-  http::ResponseHead& rhead = rhead_;
+  http::ResponseHead& rhead = xs_->rhead;
   size_t rhead_len = 0;
 
   for (;;) {
@@ -795,8 +826,8 @@ asio::awaitable<HttpSession::Next> HttpSession::forward(const CompiledUpstream& 
         excluded[*pick] = true;
         conn = worker_.pool().acquire(target->key, uc.timeouts.idle);
       }
-      ++log_.attempts;
-      log_.target = target->address;
+      ++xs_->log.attempts;
+      xs_->log.target = target->address;
       reused = conn != nullptr;
       if (!conn) {
         conn = std::make_unique<UpstreamConnection>(worker_.io());
@@ -811,8 +842,8 @@ asio::awaitable<HttpSession::Next> HttpSession::forward(const CompiledUpstream& 
     }
 
     // Request head, and the body when there is one.
-    uhead = build_upstream_head(x, upstream_path, *target, head_.body_kind);
-    if (head_.expect_continue && has_body && !continue_sent) {
+    uhead = build_upstream_head(x, upstream_path, *target, xs_->head.body_kind);
+    if (xs_->head.expect_continue && has_body && !continue_sent) {
       continue_sent = true;
       static constexpr std::string_view k100 = "HTTP/1.1 100 Continue\r\n\r\n";
       down_wd_.arm(limits_.idle_timeout, &socket_);
@@ -834,33 +865,32 @@ asio::awaitable<HttpSession::Next> HttpSession::forward(const CompiledUpstream& 
       }
     } else {
       BodySource src(socket_, buf_, begin_, end_, down_wd_, limits_.request_body_timeout);
-      src.start(head_.body_kind, head_.content_length);
+      src.start(xs_->head.body_kind, xs_->head.content_length);
       BodySink sink(conn->socket, up_wd_, request_timeout,
-                    head_.body_kind == http::BodyKind::Chunked ? BodySink::Framing::Chunked
-                                                               : BodySink::Framing::Raw,
-                    iov_);
-      std::vector<std::string_view>& pieces = pieces_;
+                    xs_->head.body_kind == http::BodyKind::Chunked ? BodySink::Framing::Chunked
+                                                                   : BodySink::Framing::Raw,
+                    xs_->iov);
+      std::vector<std::string_view>& pieces = xs_->pieces;
       std::string_view prefix = uhead;
       uint64_t body_bytes = 0;
       for (;;) {
         auto st = co_await src.next(pieces);
         if (st == BodySource::Status::Error || st == BodySource::Status::Timeout) {
-          log_.bytes_in += src.raw_bytes();
-          Error e{Source::Downstream, st == BodySource::Status::Timeout
-                                          ? ErrorKind::RequestTimeout
-                                          : ErrorKind::BadRequest};
+          xs_->log.bytes_in += src.raw_bytes();
+          Error e{Source::Downstream, st == BodySource::Status::Timeout ? ErrorKind::RequestTimeout
+                                                                        : ErrorKind::BadRequest};
           co_await send_error(e, src.error(), true);
           co_return Next::Close;
         }
         for (auto p : pieces) body_bytes += p.size();
         if (body_bytes > limits_.max_body) {
-          log_.bytes_in += src.raw_bytes();
+          xs_->log.bytes_in += src.raw_bytes();
           co_await send_error({Source::Downstream, ErrorKind::BodyTooLarge}, {}, true);
           co_return Next::Close;
         }
         bool last_piece = st == BodySource::Status::End || src.done();
         if (!co_await sink.write(prefix, pieces, last_piece)) {
-          log_.bytes_in += src.raw_bytes();
+          xs_->log.bytes_in += src.raw_bytes();
           Error e = up_wd_.expired() ? Error{Source::Upstream, ErrorKind::UpstreamTimeout}
                                      : Error{Source::Upstream, ErrorKind::UpstreamReset};
           co_await send_error(e, "upstream write failed", true);
@@ -869,7 +899,7 @@ asio::awaitable<HttpSession::Next> HttpSession::forward(const CompiledUpstream& 
         prefix = {};
         if (last_piece) break;
       }
-      log_.bytes_in += src.raw_bytes();
+      xs_->log.bytes_in += src.raw_bytes();
     }
 
     // Response head; 1xx interim responses are skipped.
@@ -881,7 +911,7 @@ asio::awaitable<HttpSession::Next> HttpSession::forward(const CompiledUpstream& 
       if (rbegin < rend) {
         rhead.headers.clear();
         auto r = rparser.parse(std::string_view(rbuf.data() + rbegin, rend - rbegin), rhead,
-                               head_.method);
+                               xs_->head.method);
         if (r.status == http::ParseStatus::Error) {
           last = {Source::Upstream, ErrorKind::BadResponse};
           break;
@@ -932,9 +962,9 @@ asio::awaitable<HttpSession::Next> HttpSession::forward(const CompiledUpstream& 
     if (!rbuf.empty()) worker_.buffers().give(std::move(rbuf));
     co_return on_error;
   }
-  log_.upstream_us =
+  xs_->log.upstream_us =
       std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - started).count();
-  log_.status = rhead.status;
+  xs_->log.status = rhead.status;
 
   // Response head for the client.
   x.response_status = rhead.status;
@@ -946,73 +976,73 @@ asio::awaitable<HttpSession::Next> HttpSession::forward(const CompiledUpstream& 
   for (auto it = route_->filters.rbegin(); it != route_->filters.rend(); ++it) {
     (*it)->on_response(x);
   }
-  const bool http10 = head_.version == http::Version::Http10;
-  bool keep = head_.keep_alive && !worker_.draining() && !close_after_;
+  const bool http10 = xs_->head.version == http::Version::Http10;
+  bool keep = xs_->head.keep_alive && !worker_.draining() && !close_after_;
   BodySink::Framing framing = BodySink::Framing::Raw;
-  out_.clear();
-  out_ += "HTTP/1.1 ";
-  append_decimal(out_, static_cast<uint64_t>(rhead.status));
-  out_ += ' ';
-  out_ += rhead.reason.empty() ? status_text(rhead.status) : rhead.reason;
-  out_ += "\r\n";
+  xs_->out.clear();
+  xs_->out += "HTTP/1.1 ";
+  append_decimal(xs_->out, static_cast<uint64_t>(rhead.status));
+  xs_->out += ' ';
+  xs_->out += rhead.reason.empty() ? status_text(rhead.status) : rhead.reason;
+  xs_->out += "\r\n";
   bool has_request_id = false;
   for (const auto& h : x.response_headers) {
     if (!has_request_id && http::iequals(h.name, "x-request-id")) has_request_id = true;
-    out_ += h.name;
-    out_ += ": ";
-    out_ += h.value;
-    out_ += "\r\n";
+    xs_->out += h.name;
+    xs_->out += ": ";
+    xs_->out += h.value;
+    xs_->out += "\r\n";
   }
   if (!has_request_id) {
-    out_ += "x-request-id: ";
-    out_ += request_id_;
-    out_ += "\r\n";
+    xs_->out += "x-request-id: ";
+    xs_->out += xs_->request_id;
+    xs_->out += "\r\n";
   }
   switch (rhead.body_kind) {
     case http::BodyKind::None:
       if (auto cl = rhead.header("content-length"); cl.found && rhead.status != 204) {
-        out_ += "content-length: ";
-        out_ += cl.value;
-        out_ += "\r\n";
+        xs_->out += "content-length: ";
+        xs_->out += cl.value;
+        xs_->out += "\r\n";
       }
       break;
     case http::BodyKind::Length:
-      out_ += "content-length: ";
-      append_decimal(out_, rhead.content_length);
-      out_ += "\r\n";
+      xs_->out += "content-length: ";
+      append_decimal(xs_->out, rhead.content_length);
+      xs_->out += "\r\n";
       break;
     case http::BodyKind::Chunked:
     case http::BodyKind::UntilClose:
       if (http10) {
         keep = false;  // close-delimited for an HTTP/1.0 client
       } else {
-        out_ += "transfer-encoding: chunked\r\n";
+        xs_->out += "transfer-encoding: chunked\r\n";
         framing = BodySink::Framing::Chunked;
       }
       break;
   }
   if (!keep) {
-    out_ += "connection: close\r\n";
+    xs_->out += "connection: close\r\n";
   } else if (http10) {
-    out_ += "connection: keep-alive\r\n";
+    xs_->out += "connection: keep-alive\r\n";
   }
-  out_ += "\r\n";
+  xs_->out += "\r\n";
 
   // Stream the body; the head goes out with its first piece.
   rbegin += rhead_len;
   BodySource src(conn->socket, rbuf, rbegin, rend, up_wd_, request_timeout);
   src.start(rhead.body_kind, rhead.content_length);
-  BodySink sink(socket_, down_wd_, limits_.idle_timeout, framing, iov_);
-  std::vector<std::string_view>& pieces = pieces_;
-  std::string_view prefix = out_;
+  BodySink sink(socket_, down_wd_, limits_.idle_timeout, framing, xs_->iov);
+  std::vector<std::string_view>& pieces = xs_->pieces;
+  std::string_view prefix = xs_->out;
   bool upstream_ok = true;
   bool client_ok = true;
   for (;;) {
     auto st = co_await src.next(pieces);
     if (st == BodySource::Status::Error || st == BodySource::Status::Timeout) {
       upstream_ok = false;
-      log_.error = st == BodySource::Status::Timeout ? "upstream timeout mid-body"
-                                                     : "upstream body error";
+      xs_->log.error =
+          st == BodySource::Status::Timeout ? "upstream timeout mid-body" : "upstream body error";
       // Send what we have (the head) so the client sees a truncated response, then close.
       if (!prefix.empty()) co_await sink.write(prefix, {}, false);
       break;
@@ -1025,7 +1055,7 @@ asio::awaitable<HttpSession::Next> HttpSession::forward(const CompiledUpstream& 
     prefix = {};
     if (last_piece) break;
   }
-  log_.bytes_out += sink.bytes();
+  xs_->log.bytes_out += sink.bytes();
   up_wd_.disarm();
   if (upstream_ok && client_ok && src.done() && rhead.keep_alive && rbegin == rend) {
     ++conn->requests;
@@ -1038,33 +1068,33 @@ asio::awaitable<HttpSession::Next> HttpSession::forward(const CompiledUpstream& 
 
 void HttpSession::write_access_log() {
   if (!log::access_enabled()) return;
-  auto dur = std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - log_.start);
+  auto dur = std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - xs_->log.start);
   std::string line;
   line.reserve(512);
   line += R"({"time":")";
   line += log::rfc3339_now();
   line += R"(","request_id":")";
-  log::json_escape(line, request_id_);
+  log::json_escape(line, xs_->request_id);
   line += R"(","trace_id":")";
-  line += trace_id_;
+  line += xs_->trace_id;
   line += R"(","client_ip":")";
   line += client_ip_;
   line += R"(","listener":")";
   log::json_escape(line, listener_name_);
   line += R"(","method":")";
-  log::json_escape(line, log_.method);
+  log::json_escape(line, xs_->log.method);
   line += R"(","host":")";
-  log::json_escape(line, log_.host);
+  log::json_escape(line, xs_->log.host);
   line += R"(","path":")";
-  log::json_escape(line, log_.path);
+  log::json_escape(line, xs_->log.path);
   line += R"(","protocol":")";
-  line += log_.protocol;
+  line += xs_->log.protocol;
   line += R"(","status":)";
-  append_decimal(line, static_cast<uint64_t>(log_.status));
+  append_decimal(line, static_cast<uint64_t>(xs_->log.status));
   line += R"(,"bytes_in":)";
-  append_decimal(line, log_.bytes_in);
+  append_decimal(line, xs_->log.bytes_in);
   line += R"(,"bytes_out":)";
-  append_decimal(line, log_.bytes_out);
+  append_decimal(line, xs_->log.bytes_out);
   line += fmt::format(R"(,"duration_ms":{:.3f})", dur.count() / 1000.0);
   auto str_or_null = [&](std::string_view key, const std::string& v) {
     line += ",\"";
@@ -1078,19 +1108,19 @@ void HttpSession::write_access_log() {
       line += '"';
     }
   };
-  str_or_null("route", log_.route);
-  str_or_null("upstream", log_.upstream);
-  str_or_null("target", log_.target);
-  if (log_.upstream_us >= 0) {
-    line += fmt::format(R"(,"upstream_ms":{:.3f})", log_.upstream_us / 1000.0);
+  str_or_null("route", xs_->log.route);
+  str_or_null("upstream", xs_->log.upstream);
+  str_or_null("target", xs_->log.target);
+  if (xs_->log.upstream_us >= 0) {
+    line += fmt::format(R"(,"upstream_ms":{:.3f})", xs_->log.upstream_us / 1000.0);
   } else {
     line += R"(,"upstream_ms":null)";
   }
   line += R"(,"attempts":)";
-  append_decimal(line, static_cast<uint64_t>(log_.attempts));
+  append_decimal(line, static_cast<uint64_t>(xs_->log.attempts));
   line += R"(,"consumer":null,"cache":"-","rate_limited":false)";
-  str_or_null("user_agent", log_.user_agent);
-  str_or_null("error", log_.error);
+  str_or_null("user_agent", xs_->log.user_agent);
+  str_or_null("error", xs_->log.error);
   line += '}';
   log::access(std::move(line));
 }

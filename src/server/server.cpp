@@ -167,8 +167,8 @@ class Gateway {
       loaded = config::load_string(text, options_.config_path, ".");
     } else {
       if (!read_file(options_.config_path, text)) {
-        errors.push_back(fmt::format("{}: cannot read: {}", options_.config_path,
-                                     std::strerror(errno)));
+        errors.push_back(
+            fmt::format("{}: cannot read: {}", options_.config_path, std::strerror(errno)));
         return nullptr;
       }
       loaded = config::load_file(options_.config_path);

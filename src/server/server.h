@@ -8,9 +8,9 @@
 namespace sluice::server {
 
 struct GatewayOptions {
-  std::string config_path;  // file to load (and re-load on SIGHUP)
-  std::string config_text;  // when non-empty: used instead of reading config_path (demo)
-  int workers_override = 0; // >0: overrides `workers:` (tests, demo)
+  std::string config_path;   // file to load (and re-load on SIGHUP)
+  std::string config_text;   // when non-empty: used instead of reading config_path (demo)
+  int workers_override = 0;  // >0: overrides `workers:` (tests, demo)
   // Called once the listeners are bound and workers run (the demo prints its tour here).
   std::function<void()> on_ready;
 };

@@ -69,8 +69,8 @@ std::shared_ptr<const Snapshot> compile_snapshot(config::Config cfg, const std::
       std::string err;
       std::string ip = resolve(t.host, err);
       if (ip.empty()) {
-        errors.push_back(fmt::format("{}:{}:{}: cannot resolve target '{}': {}", c.file, t.mark.line,
-                                     t.mark.col, t.address, err));
+        errors.push_back(fmt::format("{}:{}:{}: cannot resolve target '{}': {}", c.file,
+                                     t.mark.line, t.mark.col, t.address, err));
         continue;
       }
       CompiledTarget ct{t.address, ip, t.port, t.weight, {}};

@@ -26,7 +26,7 @@ struct CompiledTarget {
   std::string ip;       // resolved IP literal
   uint16_t port = 0;
   uint32_t weight = 1;
-  std::string key;      // "ip:port": connection pools are keyed by this, so they survive reloads
+  std::string key;  // "ip:port": connection pools are keyed by this, so they survive reloads
 };
 
 struct CompiledUpstream {
@@ -36,10 +36,10 @@ struct CompiledUpstream {
 
 struct CompiledRoute {
   const config::Route* config = nullptr;
-  int upstream = -1;                    // index into Snapshot::upstreams for Action::Upstream
-  std::vector<int> split_upstreams;     // for Action::Split
+  int upstream = -1;                 // index into Snapshot::upstreams for Action::Upstream
+  std::vector<int> split_upstreams;  // for Action::Split
   std::vector<uint32_t> split_weights;
-  filters::FilterChain filters;         // in policy order
+  filters::FilterChain filters;  // in policy order
 };
 
 struct Snapshot {

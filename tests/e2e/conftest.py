@@ -295,9 +295,11 @@ class Backend:
         self.name = name
         self.handler: Callable[[RecordedRequest], Reply] = self.default_reply
         self.store_bodies = True
+        self.pause_body = None       # (after_bytes, seconds): stop reading a body for a while
         self.requests: list[RecordedRequest] = []
         self.heads_seen = 0          # requests whose head arrived (body maybe still streaming)
         self.connections = 0
+        self.closed_connections = 0  # connections that ended (either side closed)
         self.cond = threading.Condition()
         self.stopping = threading.Event()
         self._conns: list[socket.socket] = []
@@ -375,6 +377,9 @@ class Backend:
                     rfile.close()
             with contextlib.suppress(OSError):
                 conn.close()
+            with self.cond:
+                self.closed_connections += 1
+                self.cond.notify_all()
 
     def _serve_one(self, conn, rfile, conn_id) -> bool:
         line = rfile.readline(65536)
@@ -428,10 +433,14 @@ class Backend:
                 rfile.read(2)
         elif hval("content-length"):
             left = int(hval("content-length")[0])
+            pause = self.pause_body
             while left:
                 piece = rfile.read(min(left, 1 << 20))
                 if not piece:
                     return False
+                if pause and count >= pause[0]:
+                    self.stopping.wait(pause[1])   # a slow reader: backpressure must reach the client
+                    pause = None
                 left -= len(piece)
                 count += len(piece)
                 digest.update(piece)
@@ -557,14 +566,18 @@ class Gateway:
         self.config_path.write_text(yaml_text(config))
         return self.config_path
 
-    def start(self, config, port: int, wait: bool = True, timeout: float = 15.0):
+    def start(self, config, port: int, wait: bool = True, timeout: float = 15.0,
+              args: list[str] | None = None):
+        """Runs `sluice run -c <config>`, or `sluice <args>` when args are given (config unused)."""
         self.port = port
-        self.write_config(config)
+        if args is None:
+            self.write_config(config)
+            args = ["run", "-c", str(self.config_path)]
         env = dict(os.environ)
         env.setdefault("ASAN_OPTIONS", "detect_leaks=1:abort_on_error=1")
         env.setdefault("UBSAN_OPTIONS", "print_stacktrace=1:halt_on_error=1")
         with open(self.stdout_path, "wb") as out, open(self.stderr_path, "wb") as err:
-            self.proc = subprocess.Popen([SLUICE_BIN, "run", "-c", str(self.config_path)],
+            self.proc = subprocess.Popen([SLUICE_BIN, *args],
                                          stdout=out, stderr=err, stdin=subprocess.DEVNULL,
                                          cwd=self.dir, env=env)
         if wait:
@@ -667,10 +680,15 @@ def base_config(port: int, **extra) -> dict:
 @pytest.fixture
 def gateway_factory(tmp_path):
     """start(config, port=None) -> Gateway. `config` is a dict (a `listen` on a fresh port is
-    added when it has neither `listen` nor `listeners`) or YAML text (then pass `port`)."""
+    added when it has neither `listen` nor `listeners`) or YAML text (then pass `port`).
+    start(None, port, args=[...]) runs another subcommand (e.g. `demo`) under the same care."""
     started: list[Gateway] = []
 
-    def start(config, port: int | None = None, wait: bool = True) -> Gateway:
+    def start(config, port: int | None = None, wait: bool = True, args: list[str] | None = None) -> Gateway:
+        if args is not None:
+            gw = Gateway(tmp_path, len(started))
+            started.append(gw)
+            return gw.start(None, port, wait=wait, args=args)
         if isinstance(config, dict) and "listen" not in config and "listeners" not in config:
             port = port or free_port()
             config = base_config(port, **config)

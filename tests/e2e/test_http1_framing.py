@@ -4,7 +4,7 @@ Content-Length and chunked bodies both ways, HTTP/1.0 clients, pipelining, Expec
 import json
 import os
 
-from conftest import RawClient, Reply, raw_request
+from conftest import RawClient, Reply, proxy_config, raw_request
 
 
 def test_chunked_request_body_arrives_intact_at_the_backend(proxy):
@@ -128,3 +128,72 @@ def test_head_response_has_no_body(proxy):
         r2 = c.read_response()
     assert r2.status == 200 and json.loads(r2.body)["target"] == "/after"
     assert [r.method for r in backend.requests] == ["HEAD", "GET"]
+
+
+def test_close_delimited_backend_response_reaches_the_client_complete(proxy):
+    gw, backend = proxy
+    payload = os.urandom(200_000)
+    backend.handler = lambda req: Reply(200, [], payload, length=False)
+    with RawClient(gw.port) as c:
+        c.send(b"GET /cd HTTP/1.1\r\nHost: a\r\n\r\n")
+        r = c.read_response()
+    assert r.status == 200 and r.body == payload
+    assert backend.last.target == "/cd"
+
+
+def test_no_content_and_not_modified_responses_keep_the_connection_usable(proxy):
+    gw, backend = proxy
+    plain = backend.handler
+    backend.handler = lambda req: {"/204": Reply(204), "/304": Reply(304, [("ETag", '"v1"')])}.get(
+        req.target) or plain(req)
+    with RawClient(gw.port) as c:
+        c.send(b"GET /204 HTTP/1.1\r\nHost: a\r\n\r\n")
+        assert c.read_response().status == 204
+        c.send(b"GET /304 HTTP/1.1\r\nHost: a\r\nIf-None-Match: \"v1\"\r\n\r\n")
+        r = c.read_response()
+        assert r.status == 304 and r.header("etag") == '"v1"'
+        c.send(b"GET /after HTTP/1.1\r\nHost: a\r\n\r\n")
+        assert json.loads(c.read_response().body)["target"] == "/after"
+    assert [q.target for q in backend.requests] == ["/204", "/304", "/after"]
+
+
+def test_interim_103_from_the_backend_does_not_replace_the_final_response(proxy):
+    gw, backend = proxy
+    backend.handler = lambda req: Reply(raw=b"HTTP/1.1 103 Early Hints\r\nLink: </s.css>; rel=preload\r\n\r\n"
+                                            b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nfinal")
+    with RawClient(gw.port) as c:
+        c.send(b"GET /hints HTTP/1.1\r\nHost: a\r\n\r\n")
+        r = c.read_response()
+    assert (r.status, r.body) == (200, b"final")
+    assert all(i.status == 103 for i in r.interim)
+
+
+def test_absolute_form_request_target_is_forwarded_in_origin_form(proxy):
+    gw, backend = proxy
+    r = raw_request(gw.port, b"GET http://shop.test/abs/path?q=1 HTTP/1.1\r\nHost: shop.test\r\n\r\n")
+    assert r.status == 200
+    assert backend.last.target == "/abs/path?q=1"
+    assert backend.last.header("host") == "shop.test"
+
+
+def test_request_body_arriving_too_slowly_is_cut_off(gateway_factory, backend):
+    gw = gateway_factory(proxy_config({"app": [backend]}, [{"match": {"path": "/"}, "upstream": "app"}],
+                                      limits={"request_body_timeout": "300ms"}))
+    with RawClient(gw.port, timeout=5) as c:
+        c.send(b"POST /slowbody HTTP/1.1\r\nHost: a\r\nContent-Length: 100\r\n\r\n" + b"x" * 10)
+        try:
+            r = c.read_response()
+            assert r.status == 408, r.body
+        except ConnectionError:
+            pass
+        assert c.closed_by_peer(3)
+    assert backend.requests == [], "the backend must not get a complete request"
+
+
+def test_idle_keep_alive_client_connection_is_closed_after_idle_timeout(gateway_factory, backend):
+    gw = gateway_factory(proxy_config({"app": [backend]}, [{"match": {"path": "/"}, "upstream": "app"}],
+                                      limits={"idle_timeout": "300ms"}))
+    with RawClient(gw.port, timeout=5) as c:
+        c.send(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+        assert c.read_response().status == 200
+        assert c.closed_by_peer(3)

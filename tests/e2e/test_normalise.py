@@ -54,3 +54,10 @@ def test_routing_uses_the_normalised_path(gateway_factory, backend_factory):
         assert c.read_response().status == 200
     assert [r.target for r in admin.requests] == ["/admin/x"]
     assert [r.target for r in public.requests] == ["/public/y"]
+
+
+def test_percent_encoded_bytes_and_the_query_reach_the_backend_unchanged(proxy):
+    gw, backend = proxy
+    target = b"/files/a%2Fb%20c/%E2%82%AC?q=a%26b&empty=&x=%2F..%2F"
+    assert get(gw.port, target).status == 200
+    assert backend.last.target == target.decode()

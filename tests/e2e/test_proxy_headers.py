@@ -138,3 +138,16 @@ def test_hop_by_hop_response_headers_are_not_returned_to_the_client(proxy):
     assert r.header("keep-alive") != "timeout=99"
     assert "x-backend-hop" not in (r.header("connection") or "").lower()
     assert r.header("x-end-to-end") == "kept"
+
+
+def test_repeated_headers_are_forwarded_as_they_came_in_both_directions(proxy):
+    gw, backend = proxy
+    backend.handler = lambda req: Reply(200, [("Set-Cookie", "a=1; Path=/"), ("Set-Cookie", "b=2; Path=/"),
+                                              ("Cache-Control", "no-cache")], b"ok")
+    r = raw_request(gw.port, b"GET / HTTP/1.1\r\nHost: a\r\nX-Multi: one\r\nX-Multi: two\r\n"
+                             b"Accept: text/html\r\nAccept: application/json\r\n\r\n")
+    assert r.header_all("set-cookie") == ["a=1; Path=/", "b=2; Path=/"]
+    assert r.header("cache-control") == "no-cache"
+    seen = backend.last
+    assert ", ".join(seen.header_all("x-multi")) == "one, two"
+    assert ", ".join(seen.header_all("accept")) == "text/html, application/json"

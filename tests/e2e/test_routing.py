@@ -137,3 +137,31 @@ def test_respond_and_redirect_routes_answer_without_an_upstream(gateway_factory,
     assert r.status_code == 301
     assert r.headers["location"] == "https://example.com/new"
     assert not backend.requests
+
+
+def test_split_sends_traffic_to_each_upstream_by_weight(gateway_factory, backend_factory, http):
+    v1, v2 = backend_factory("v1"), backend_factory("v2")
+    gw = gateway_factory(proxy_config(
+        {"v1": [v1], "v2": [v2]},
+        [{"match": {"path": "/"}, "split": [{"upstream": "v1", "weight": 1}, {"upstream": "v2", "weight": 3}]}]))
+    n = 400
+    for i in range(n):
+        assert http.get(gw.url(f"/s{i}")).status_code == 200
+    # expected 100 / 300; the bounds are > 6 standard deviations wide
+    assert 50 <= len(v1.requests) <= 150, len(v1.requests)
+    assert len(v1.requests) + len(v2.requests) == n
+
+
+def test_each_listener_serves_the_shared_route_table_and_is_named_in_the_log(gateway_factory, backend, http):
+    from conftest import base_config, free_port
+    p1, p2 = free_port(), free_port()
+    cfg = base_config(p1, **proxy_config({"app": [backend]}, [{"match": {"path": "/"}, "upstream": "app"}]))
+    del cfg["listen"]
+    cfg["listeners"] = [{"name": "public", "listen": f"127.0.0.1:{p1}"},
+                        {"name": "internal", "listen": f"127.0.0.1:{p2}", "protocol": "http"}]
+    gw = gateway_factory(cfg, port=p1)
+    assert http.get(f"http://127.0.0.1:{p1}/one").status_code == 200
+    assert http.get(f"http://127.0.0.1:{p2}/two").status_code == 200
+    assert [r.target for r in backend.requests] == ["/one", "/two"]
+    entries = gw.wait_access_log(2)
+    assert [(e["listener"], e["path"]) for e in entries] == [("public", "/one"), ("internal", "/two")]

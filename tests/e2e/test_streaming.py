@@ -2,7 +2,9 @@
 resident memory stays within 64 MiB of what it used before the transfer."""
 
 import hashlib
+import socket
 import threading
+import time
 
 import pytest
 
@@ -103,3 +105,47 @@ def test_1gib_download_streams_through_with_bounded_memory(proxy):
     assert rss.samples > 5
     growth = rss.peak - baseline
     assert growth <= RSS_BUDGET, f"RSS grew by {growth >> 20} MiB (baseline {baseline >> 20} MiB)"
+
+
+SLOW_TOTAL = 256 << 20
+PAUSE = 1.5
+
+
+@pytest.mark.slow
+def test_slow_reading_client_pushes_back_instead_of_the_gateway_buffering(proxy):
+    gw, backend = proxy
+    backend.handler = lambda req: Reply(200, [], stream_bytes=SLOW_TOTAL)
+    baseline = warmed_baseline(gw)
+    with RssSampler(gw.pid) as rss, RawClient(gw.port, timeout=30) as c:
+        c.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 256 * 1024)
+        c.send(b"GET /big HTTP/1.1\r\nHost: a\r\n\r\n")
+        got = 0
+        while got < (1 << 20):
+            got += len(c.sock.recv(1 << 16))
+        time.sleep(PAUSE)   # the behaviour under test: a client that stops reading for a while
+        paused_peak = rss.peak
+        while got < SLOW_TOTAL:   # head bytes are counted too: a few bytes over is fine
+            chunk = c.sock.recv(1 << 20)
+            assert chunk
+            got += len(chunk)
+    growth = paused_peak - baseline
+    assert growth <= RSS_BUDGET, f"RSS grew by {growth >> 20} MiB while the client was not reading"
+    assert rss.peak - baseline <= RSS_BUDGET
+
+
+@pytest.mark.slow
+def test_slow_reading_backend_pushes_back_on_the_uploading_client(gateway_factory, backend):
+    gw = gateway_factory(proxy_config({"app": [backend]}, [{"match": {"path": "/"}, "upstream": "app"}],
+                                      limits={"max_body": "1GiB"}))
+    backend.store_bodies = False
+    backend.pause_body = (1 << 20, PAUSE)
+    baseline = warmed_baseline(gw)
+    with RssSampler(gw.pid) as rss, RawClient(gw.port, timeout=30) as c:
+        c.send(b"PUT /up HTTP/1.1\r\nHost: a\r\nContent-Length: %d\r\n\r\n" % SLOW_TOTAL)
+        for _ in range(SLOW_TOTAL // len(PIECE)):
+            c.send(PIECE)
+        r = c.read_response()
+    assert r.status == 200
+    assert backend.last.body_bytes == SLOW_TOTAL
+    growth = rss.peak - baseline
+    assert growth <= RSS_BUDGET, f"RSS grew by {growth >> 20} MiB while the backend was not reading"

@@ -1,0 +1,96 @@
+"""Access log (SPEC section 6): one JSON object per line per request, with the documented fields."""
+
+import json
+import re
+import signal
+
+from conftest import Reply, base_config, free_port, proxy_config, wait_for
+
+FIELDS = {"time", "request_id", "trace_id", "client_ip", "listener", "method", "host", "path", "protocol",
+          "status", "bytes_in", "bytes_out", "duration_ms", "route", "upstream", "target", "upstream_ms",
+          "attempts", "consumer", "cache", "rate_limited", "user_agent", "error"}
+RFC3339_MS = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}(Z|[+-]\d{2}:\d{2})$")
+
+
+def routes(extra=()):
+    return [*extra, {"name": "api", "match": {"path": "/api"}, "upstream": "app"}]
+
+
+def test_proxied_request_is_logged_as_one_json_line_with_the_spec_fields(gateway_factory, backend, http):
+    backend.handler = lambda req: Reply(201, [], b"x" * 300)
+    gw = gateway_factory(proxy_config({"app": [backend]}, routes()))
+    r = http.post(gw.url("/api/items?x=1"), data=b"p" * 1000, headers={"User-Agent": "e2e-agent/1.0",
+                                                                         "Host": "shop.test"})
+    assert r.status_code == 201
+    entries = gw.wait_access_log(1)
+    assert len(entries) == 1
+    e = entries[0]
+    assert FIELDS <= set(e), FIELDS - set(e)
+    assert RFC3339_MS.match(e["time"]), e["time"]
+    assert e["request_id"] == r.headers["x-request-id"] == backend.last.header("x-request-id")
+    assert e["trace_id"] == backend.last.header("traceparent").split("-")[1]
+    assert e["client_ip"] == "127.0.0.1"
+    assert e["listener"] == "default"
+    assert (e["method"], e["host"], e["protocol"]) == ("POST", "shop.test", "HTTP/1.1")
+    assert e["path"] in ("/api/items", "/api/items?x=1")
+    assert e["status"] == 201
+    assert (e["route"], e["upstream"], e["target"]) == ("api", "app", backend.address)
+    assert e["attempts"] == 1
+    assert e["bytes_out"] >= 300
+    assert e["bytes_in"] >= 1000, "the 1000-byte request body is not counted in bytes_in"
+    assert isinstance(e["duration_ms"], (int, float)) and e["duration_ms"] >= 0
+    assert isinstance(e["upstream_ms"], (int, float)) and 0 <= e["upstream_ms"] <= e["duration_ms"]
+    assert e["user_agent"] == "e2e-agent/1.0"
+    assert e["cache"] == "-" and e["rate_limited"] is False
+    assert e["error"] in (None, "", "-")
+
+
+def test_every_request_gets_exactly_one_line(gateway_factory, backend, http):
+    gw = gateway_factory(proxy_config({"app": [backend]}, routes()))
+    ids = [http.get(gw.url(f"/api/{i}")).headers["x-request-id"] for i in range(10)]
+    ids.append(http.get(gw.url("/nowhere")).headers["x-request-id"])
+    entries = gw.wait_access_log(11)
+    assert [e["request_id"] for e in entries] == ids
+    assert len(backend.requests) == 10
+
+
+def test_gateway_made_answer_is_logged_with_its_error(gateway_factory, backend, http):
+    gw = gateway_factory(proxy_config({"app": [backend]}, routes()))
+    r = http.get(gw.url("/nowhere"))
+    assert r.status_code == 404
+    e = gw.wait_access_log(1)[-1]
+    assert e["status"] == 404
+    assert e["request_id"] == r.headers["x-request-id"]
+    assert isinstance(e["error"], str) and e["error"] not in ("", "-")
+    assert e["bytes_out"] > 0
+    assert not backend.requests
+
+
+def test_access_log_to_a_file_and_sigusr1_reopens_it(gateway_factory, backend, http):
+    port = free_port()
+    gw = gateway_factory(base_config(port, **proxy_config({"app": [backend]}, routes())) |
+                         {"log": {"access": "access.log", "error": "stderr"}})
+    log = gw.dir / "access.log"        # relative paths are relative to the config file
+    http.get(gw.url("/api/one"))
+    wait_for(lambda: log.exists() and "/api/one" in log.read_text(), 5, what="the access log file")
+    assert gw.access_log() == [], "with a file access log nothing goes to stdout"
+
+    rotated = gw.dir / "access.log.1"
+    log.rename(rotated)
+    gw.signal(signal.SIGUSR1)
+    wait_for(lambda: log.exists(), 5, what="the access log to be reopened")
+    http.get(gw.url("/api/two"))
+    wait_for(lambda: "/api/two" in log.read_text(), 5, what="a line in the new file")
+    assert "/api/two" not in rotated.read_text()
+    lines = [json.loads(l) for l in log.read_text().splitlines()]
+    assert [e["path"] for e in lines] == ["/api/two"]
+
+
+def test_access_log_off_writes_nothing(gateway_factory, backend, http):
+    port = free_port()
+    gw = gateway_factory(base_config(port, **proxy_config({"app": [backend]}, routes())) |
+                         {"log": {"access": "off", "error": "stderr"}})
+    assert http.get(gw.url("/api/x")).status_code == 200
+    assert backend.wait_requests(1)
+    gw.stop()
+    assert gw.access_log() == []

@@ -1,0 +1,43 @@
+"""`sluice demo` (SPEC section 1): the gateway and three built-in backends in one process."""
+
+import json
+
+import pytest
+
+from conftest import free_port, raw_request
+
+
+@pytest.fixture
+def demo(gateway_factory):
+    port = free_port()
+    return gateway_factory(None, port=port, args=["demo", "--port", str(port)])
+
+
+def test_demo_balances_four_requests_over_its_three_named_backends(demo, http):
+    names = []
+    for _ in range(4):
+        r = http.get(demo.url("/"))
+        assert r.status_code == 200
+        body = r.json()
+        assert body["path"] == "/" and body["method"] == "GET"
+        assert body["x_request_id"] == r.headers["x-request-id"]
+        names.append(body["backend"])
+    assert set(names) == {"demo-1", "demo-2", "demo-3"}
+    assert sorted(names).count("demo-3") == 2   # weights 1, 1, 2 as printed
+
+
+def test_demo_prints_what_to_curl(demo):
+    out = demo.stdout() + demo.stderr()
+    assert f"http://127.0.0.1:{demo.port}" in out
+    assert "curl" in out
+
+
+def test_demo_answers_its_advertised_examples(demo, http):
+    r = http.get(demo.url("/hello"))
+    assert r.status_code == 200 and "backend" not in r.text
+    r = http.get(demo.url("/docs"), allow_redirects=False)
+    assert 300 <= r.status_code < 400 and r.headers["location"]
+    r = raw_request(demo.port, b"BREW / HTTP/1.1\r\nHost: a\r\n\r\n")
+    assert r.status == 400
+    body = json.loads(r.body)
+    assert body["status"] == 400 and body["request_id"] == r.header("x-request-id")
