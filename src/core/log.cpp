@@ -206,7 +206,7 @@ void write_error(Level level, std::string_view message) {
   std::string line;
   line.reserve(message.size() + 64);
   line += R"({"time":")";
-  line += rfc3339_now();
+  append_rfc3339_now(line);
   line += R"(","level":")";
   line += level_name(level);
   line += R"(","msg":")";
@@ -254,17 +254,42 @@ void json_escape(std::string& out, std::string_view s) {
 }
 
 std::string rfc3339_now() {
+  std::string out;
+  append_rfc3339_now(out);
+  return out;
+}
+
+void append_rfc3339_now(std::string& out) {
   using namespace std::chrono;
+  // The seconds part is formatted once per second per thread; only milliseconds change.
+  thread_local std::time_t cached_second = -1;
+  thread_local char cached[32];
   auto now = system_clock::now();
   auto secs = time_point_cast<seconds>(now);
   auto ms = duration_cast<milliseconds>(now - secs).count();
   std::time_t t = system_clock::to_time_t(secs);
-  std::tm tm{};
-  gmtime_r(&t, &tm);
-  char buf[40];
-  size_t n = std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%S", &tm);
-  std::snprintf(buf + n, sizeof buf - n, ".%03dZ", static_cast<int>(ms));
-  return buf;
+  if (t != cached_second) {
+    std::tm tm{};
+    gmtime_r(&t, &tm);
+    std::strftime(cached, sizeof cached, "%Y-%m-%dT%H:%M:%S", &tm);
+    cached_second = t;
+  }
+  out += cached;
+  char frac[8] = {'.', char('0' + ms / 100), char('0' + ms / 10 % 10), char('0' + ms % 10), 'Z'};
+  out.append(frac, 5);
+}
+
+void append_clf_time_now(std::string& out) {
+  thread_local std::time_t cached_second = -1;
+  thread_local char cached[40];
+  std::time_t t = std::time(nullptr);
+  if (t != cached_second) {
+    std::tm tm{};
+    gmtime_r(&t, &tm);
+    std::strftime(cached, sizeof cached, "%d/%b/%Y:%H:%M:%S +0000", &tm);
+    cached_second = t;
+  }
+  out += cached;
 }
 
 }  // namespace sluice::log

@@ -65,5 +65,8 @@ void error(fmt::format_string<Args...> f, Args&&... args) {
 void json_escape(std::string& out, std::string_view s);
 // RFC 3339 UTC time with milliseconds, e.g. "2026-11-27T05:25:26.123Z".
 std::string rfc3339_now();
+void append_rfc3339_now(std::string& out);
+// NGINX/Apache common log time, e.g. "27/Nov/2026:05:25:26 +0000" (UTC).
+void append_clf_time_now(std::string& out);
 
 }  // namespace sluice::log

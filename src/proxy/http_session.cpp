@@ -101,7 +101,7 @@ void append_decimal(std::string& out, uint64_t v) {
 // Per-exchange facts for the access log.
 struct ExchangeLog {
   Clock::time_point start;
-  std::string method, host, path, user_agent, route, upstream, target, error;
+  std::string method, host, path, user_agent, referer, route, upstream, target, error;
   std::string_view protocol = "HTTP/1.1";
   int status = 0;
   uint64_t bytes_in = 0, bytes_out = 0;
@@ -112,7 +112,7 @@ struct ExchangeLog {
   void reset() {
     start = Clock::now();
     for (std::string* s :
-         {&method, &host, &path, &user_agent, &route, &upstream, &target, &error}) {
+         {&method, &host, &path, &user_agent, &referer, &route, &upstream, &target, &error}) {
       s->clear();
     }
     protocol = "HTTP/1.1";
@@ -352,6 +352,7 @@ class HttpSession final : public server::Session {
   std::string build_upstream_head(const filters::Exchange& x, std::string_view path,
                                   const CompiledTarget& target, http::BodyKind body_kind);
   void write_access_log();
+  void write_combined_log();
   // The read buffer and the exchange scratch are held only while a request is in progress.
   void ensure_buffer() {
     if (buf_.empty()) buf_ = worker_.buffers().take(buffer_size_);
@@ -547,6 +548,7 @@ asio::awaitable<HttpSession::Next> HttpSession::handle() {
   xs_->log.protocol = xs_->head.version == http::Version::Http10 ? "HTTP/1.0" : "HTTP/1.1";
   xs_->log.bytes_in = head_len_;
   if (auto ua = xs_->head.header("user-agent"); ua.found) xs_->log.user_agent = ua.value;
+  if (auto ref = xs_->head.header("referer"); ref.found) xs_->log.referer = ref.value;
   response_started_ = false;
 
   // Correlation ids: keep the client's when valid, continue its trace.
@@ -1068,11 +1070,15 @@ asio::awaitable<HttpSession::Next> HttpSession::forward(const CompiledUpstream& 
 
 void HttpSession::write_access_log() {
   if (!log::access_enabled()) return;
+  if (snap_->config.log.access_format == "combined") {
+    write_combined_log();
+    return;
+  }
   auto dur = std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - xs_->log.start);
   std::string line;
   line.reserve(512);
   line += R"({"time":")";
-  line += log::rfc3339_now();
+  log::append_rfc3339_now(line);
   line += R"(","request_id":")";
   log::json_escape(line, xs_->request_id);
   line += R"(","trace_id":")";
@@ -1122,6 +1128,36 @@ void HttpSession::write_access_log() {
   str_or_null("user_agent", xs_->log.user_agent);
   str_or_null("error", xs_->log.error);
   line += '}';
+  log::access(std::move(line));
+}
+
+// NGINX/Apache "combined": $remote_addr - $remote_user [$time_local] "$request" $status
+// $body_bytes_sent "$http_referer" "$http_user_agent"
+void HttpSession::write_combined_log() {
+  const ExchangeLog& l = xs_->log;
+  std::string line;
+  line.reserve(256);
+  line += client_ip_;
+  line += " - - [";
+  log::append_clf_time_now(line);
+  line += "] \"";
+  line += l.method.empty() ? std::string_view("-") : std::string_view(l.method);
+  line += ' ';
+  line += l.path;
+  line += ' ';
+  line += l.protocol;
+  line += "\" ";
+  append_decimal(line, static_cast<uint64_t>(l.status));
+  line += ' ';
+  append_decimal(line, l.bytes_out);
+  line += " \"";
+  line += l.referer.empty() ? std::string_view("-") : std::string_view(l.referer);
+  line += "\" \"";
+  line += l.user_agent.empty() ? std::string_view("-") : std::string_view(l.user_agent);
+  line += '"';
+  for (char& c : line) {
+    if (static_cast<unsigned char>(c) < 0x20) c = '?';  // one line per request, always
+  }
   log::access(std::move(line));
 }
 

@@ -79,6 +79,10 @@ class Gateway {
 
   int run() {
     std::signal(SIGPIPE, SIG_IGN);
+    // Signal handlers first, so a SIGHUP/SIGTERM during start-up is queued, not fatal.
+    asio::io_context main_io{1};
+    asio::signal_set signals(main_io, SIGINT, SIGTERM, SIGHUP);
+    signals.add(SIGUSR1);
     std::vector<std::string> errors;
     auto snap = load(errors);
     if (!snap) {
@@ -126,9 +130,6 @@ class Gateway {
     log::info("config {} loaded, checksum {}", cfg.file, snap->checksum);
     if (options_.on_ready) options_.on_ready();
 
-    asio::io_context main_io{1};
-    asio::signal_set signals(main_io, SIGINT, SIGTERM, SIGHUP);
-    signals.add(SIGUSR1);
     bool stopping = false;
     std::function<void(const error_code&, int)> on_signal = [&](const error_code& ec, int sig) {
       if (ec) return;

@@ -24,7 +24,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Iterator
+from typing import Callable
 
 import pytest
 
@@ -124,7 +124,7 @@ class RawClient:
         self.sock = socket.create_connection((HOST, port), timeout=timeout)
         self.sock.settimeout(timeout)
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self.buf = b""
+        self.buf = bytearray()  # received, not yet parsed
 
     def close(self):
         with contextlib.suppress(OSError):
@@ -139,7 +139,8 @@ class RawClient:
     def send(self, data: bytes):
         self.sock.sendall(data)
 
-    def _fill(self) -> bool:
+    def fill(self) -> bool:
+        """Reads what is available into `buf`; False when the peer closed."""
         chunk = self.sock.recv(65536)
         if not chunk:
             return False
@@ -147,31 +148,34 @@ class RawClient:
         return True
 
     def _line(self) -> bytes:
-        while b"\r\n" not in self.buf:
-            if not self._fill():
+        while (end := self.buf.find(b"\r\n")) < 0:
+            if not self.fill():
                 raise ConnectionError("connection closed in the middle of a line")
-        line, self.buf = self.buf.split(b"\r\n", 1)
+        line = bytes(self.buf[:end])
+        del self.buf[:end + 2]
         return line
 
     def _exact(self, n: int) -> bytes:
         while len(self.buf) < n:
-            if not self._fill():
+            if not self.fill():
                 raise ConnectionError(f"connection closed after {len(self.buf)} of {n} body bytes")
-        out, self.buf = self.buf[:n], self.buf[n:]
+        out = bytes(self.buf[:n])
+        del self.buf[:n]
         return out
 
     def read_response(self, head_request: bool = False) -> RawResponse:
         interim = []
         while True:
-            resp = self._read_one(head_request)
+            resp = self.read_one(head_request)
             if 100 <= resp.status < 200 and resp.status != 101:
                 interim.append(resp)
                 continue
             resp.interim = interim
             return resp
 
-    def _read_one(self, head_request: bool) -> RawResponse:
-        if not self.buf and not self._fill():
+    def read_one(self, head_request: bool = False) -> RawResponse:
+        """The next response on the wire, a 1xx interim one included."""
+        if not self.buf and not self.fill():
             raise ConnectionError("connection closed before a response")
         status_line = self._line().decode("latin-1")
         version, status, *reason = status_line.split(" ", 2)
@@ -202,9 +206,10 @@ class RawClient:
         elif resp.header("content-length") is not None:
             resp.body = self._exact(int(resp.header("content-length")))
         else:  # close-delimited
-            while self._fill():
+            while self.fill():
                 pass
-            resp.body, self.buf = self.buf, b""
+            resp.body = bytes(self.buf)
+            self.buf.clear()
         return resp
 
     def closed_by_peer(self, timeout: float = 3.0) -> bool:
@@ -700,14 +705,17 @@ def gateway_factory(tmp_path):
         return gw.start(config, port, wait=wait)
 
     yield start
-    reports = []
+    problems = []
     for gw in started:
-        gw.stop()
+        rc = gw.stop()
         report = gw.sanitizer_report()
         if report:
-            reports.append(f"{gw.dir}:\n{report}")
-    if reports:
-        pytest.fail("the gateway printed a sanitizer report:\n" + "\n\n".join(reports), pytrace=False)
+            problems.append(f"{gw.dir}: the gateway printed a sanitizer report:\n{report}")
+        elif rc not in (0, None):
+            tail = "\n".join(gw.stderr().splitlines()[-20:])
+            problems.append(f"{gw.dir}: the gateway exited with {rc} (SIGTERM must exit 0):\n{tail}")
+    if problems:
+        pytest.fail("\n\n".join(problems), pytrace=False)
 
 
 def proxy_config(upstreams: dict, routes: list, **extra) -> dict:
@@ -781,10 +789,10 @@ http {{
 """
         self.conf = p / "nginx.conf"
         self.conf.write_text(conf)
-        self.proc = subprocess.Popen([NGINX_BIN, "-p", str(p), "-c", str(self.conf), "-e",
-                                      str(p / "logs" / "error.log")],
-                                     stdout=subprocess.DEVNULL, stderr=open(p / "stderr.log", "wb"),
-                                     stdin=subprocess.DEVNULL)
+        with open(p / "stderr.log", "wb") as err:
+            self.proc = subprocess.Popen([NGINX_BIN, "-p", str(p), "-c", str(self.conf), "-e",
+                                          str(p / "logs" / "error.log")],
+                                         stdout=subprocess.DEVNULL, stderr=err, stdin=subprocess.DEVNULL)
 
         def up():
             if self.proc.poll() is not None:

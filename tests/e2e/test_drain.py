@@ -93,3 +93,23 @@ def test_request_on_an_idle_keep_alive_connection_during_drain_is_not_lost_silen
     t.join(10)
     assert result["response"].status == 200
     assert gw.wait_exit(timeout=5) == 0
+
+
+def test_in_flight_response_during_drain_says_connection_close_and_pipelined_requests_are_not_forwarded(
+        gateway_factory, backend):
+    gw = slow_gateway(gateway_factory, backend)
+    with RawClient(gw.port, timeout=10) as c:
+        c.send(b"GET /slow HTTP/1.1\r\nHost: a\r\n\r\nGET /late HTTP/1.1\r\nHost: a\r\n\r\n")
+        backend.wait_heads(1)
+        gw.signal(signal.SIGTERM)
+        r = c.read_response()
+        assert r.status == 200 and r.body == b"slow-body " * 1000
+        assert "close" in (r.header("connection") or "").lower()
+        try:
+            late = c.read_response()
+        except ConnectionError:
+            late = None
+    if late is not None:   # answering it is allowed, but only as a gateway-made 503
+        assert late.status == 503 and json.loads(late.body)["status"] == 503
+    assert [q.target for q in backend.requests] == ["/slow"]
+    assert gw.wait_exit(timeout=5) == 0

@@ -97,7 +97,7 @@ def test_expect_100_continue_gets_an_interim_100_then_the_response(proxy):
     gw, backend = proxy
     with RawClient(gw.port) as c:
         c.send(b"POST /e HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n")
-        interim = c._read_one(head_request=False)
+        interim = c.read_one()
         assert interim.status == 100
         c.send(b"hello")
         r = c.read_response()

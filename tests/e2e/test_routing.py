@@ -1,13 +1,9 @@
 """Route matching (SPEC section 2 `routes`, section 3 404/405): which route a request reaches is
 checked at the backend that route points to, and that no other backend saw it."""
 
-import re
-
 import pytest
 
-from conftest import proxy_config
-
-UUID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+from conftest import base_config, free_port, proxy_config
 
 # route name -> its match; each route forwards to its own backend of the same name.
 ROUTES = [
@@ -97,7 +93,6 @@ def test_request_matching_no_route_gets_404_json_and_reaches_no_backend(routed, 
     assert body["status"] == 404
     assert isinstance(body["error"], str) and body["error"]
     assert body["request_id"] == r.headers["x-request-id"]
-    assert UUID_RE.match(body["request_id"]) or body["request_id"]
     assert all(not b.requests for b in backends.values())
 
 
@@ -153,7 +148,6 @@ def test_split_sends_traffic_to_each_upstream_by_weight(gateway_factory, backend
 
 
 def test_each_listener_serves_the_shared_route_table_and_is_named_in_the_log(gateway_factory, backend, http):
-    from conftest import base_config, free_port
     p1, p2 = free_port(), free_port()
     cfg = base_config(p1, **proxy_config({"app": [backend]}, [{"match": {"path": "/"}, "upstream": "app"}]))
     del cfg["listen"]
