@@ -381,6 +381,8 @@ ParseResult parse_request_head(const detail::HeadScan& s, std::string_view buf, 
     if (f.has_content_length) return fail(400, "both transfer-encoding and content-length");
     if (out.version == Version::Http10) return fail(400, "transfer-encoding in HTTP/1.0");
     if (f.te_malformed) return fail(400, "invalid transfer-encoding");
+    // RFC 9112 6.3: chunked present but not final makes the length unknowable: 400 + close.
+    if (f.te_chunked > 0 && !f.te_last_chunked) return fail(400, "chunked is not the final coding");
     if (f.te_other) return fail(501, "unsupported transfer-coding");
     if (f.te_chunked != 1) return fail(400, "invalid transfer-encoding");
     out.body_kind = BodyKind::Chunked;

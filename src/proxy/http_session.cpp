@@ -140,6 +140,7 @@ class BodySource {
     decoder_.reset();
   }
   bool done() const { return done_; }
+  // Body bytes taken from the buffer so far, framing included (what the access log counts).
   uint64_t raw_bytes() const { return raw_bytes_; }
 
   asio::awaitable<Status> next(std::vector<std::string_view>& pieces) {
@@ -153,6 +154,7 @@ class BodySource {
             size_t n = static_cast<size_t>(std::min<uint64_t>(avail.size(), remaining_));
             pieces.push_back(avail.substr(0, n));
             begin_ += n;
+            raw_bytes_ += n;
             remaining_ -= n;
             if (remaining_ == 0) done_ = true;
             co_return Status::Data;
@@ -160,6 +162,7 @@ class BodySource {
           case http::BodyKind::UntilClose:
             pieces.push_back(avail);
             begin_ = end_;
+            raw_bytes_ += avail.size();
             co_return Status::Data;
           case http::BodyKind::Chunked: {
             auto r = decoder_.feed(avail, pieces);
@@ -168,6 +171,7 @@ class BodySource {
               co_return Status::Error;
             }
             begin_ += r.consumed;
+            raw_bytes_ += r.consumed;
             if (decoder_.done()) done_ = true;
             if (!pieces.empty() || done_) co_return Status::Data;
             break;  // need more bytes
@@ -198,7 +202,6 @@ class BodySource {
         error_ = ec == asio::error::eof ? "connection closed mid-body" : "read error";
         co_return wd_.expired() ? Status::Timeout : Status::Error;
       }
-      raw_bytes_ += n;
       end_ += n;
     }
   }
@@ -826,7 +829,7 @@ asio::awaitable<HttpSession::Next> HttpSession::forward(const CompiledUpstream& 
         ++connect_attempts;
         target = &up.targets[*pick];
         excluded[*pick] = true;
-        conn = worker_.pool().acquire(target->key, uc.timeouts.idle);
+        conn = worker_.pool().acquire(target->key, uc.timeouts.idle, replayable);
       }
       ++xs_->log.attempts;
       xs_->log.target = target->address;

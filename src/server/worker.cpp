@@ -21,7 +21,7 @@ bool still_open(tcp::socket& s) {
 }  // namespace
 
 std::unique_ptr<UpstreamConnection> UpstreamPool::acquire(const std::string& key,
-                                                          Duration idle_timeout) {
+                                                          Duration idle_timeout, bool replayable) {
   auto it = idle_.find(key);
   if (it == idle_.end()) return nullptr;
   auto& list = it->second;
@@ -31,9 +31,10 @@ std::unique_ptr<UpstreamConnection> UpstreamPool::acquire(const std::string& key
     list.pop_back();
     auto idle = now - c->idle_since;
     if (idle >= idle_timeout) continue;
-    // A connection used moments ago is taken on trust (saves a syscall per request); if the
-    // upstream closed it anyway, replayable requests are retried on a fresh connection.
-    if (idle < std::chrono::milliseconds(200) || still_open(c->socket)) return c;
+    // For a replayable request, a connection used moments ago is taken on trust (saves a
+    // syscall per request): if the upstream closed it anyway, the request is retried on a fresh
+    // connection. Anything else is probed first.
+    if ((replayable && idle < std::chrono::milliseconds(200)) || still_open(c->socket)) return c;
   }
   return nullptr;
 }
@@ -87,18 +88,26 @@ void BufferPool::give(IoBuffer&& buf) {
 
 Worker::Worker(int id) : id_(id), rng_(std::random_device{}() ^ (uint64_t(id) << 32)) {}
 
-Worker::~Worker() { stop(); }
+Worker::~Worker() {
+  stop();
+  // Order matters: sockets and timers before their io_context; the io_context (whose destructor
+  // destroys the frames of connections still open after a drain timeout) before the pools and
+  // the session set those frames' destructors use.
+  acceptors_.clear();
+  pool_.clear();
+  io_.reset();
+}
 
 void Worker::start(std::shared_ptr<const Snapshot> snapshot, std::vector<ListenerSocket> sockets) {
-  asio::post(io_, [this, snapshot = std::move(snapshot), sockets = std::move(sockets)]() mutable {
+  asio::post(*io_, [this, snapshot = std::move(snapshot), sockets = std::move(sockets)]() mutable {
     snapshot_ = std::move(snapshot);
     for (auto& s : sockets) open_listener(std::move(s));
-    asio::co_spawn(io_, housekeeping(), asio::detached);
+    asio::co_spawn(*io_, housekeeping(), asio::detached);
   });
   thread_ = std::thread([this] {
     for (;;) {
       try {
-        io_.run();
+        io_->run();
         break;
       } catch (const std::exception& e) {
         // A bug escaped a handler: log it and keep the worker serving.
@@ -110,8 +119,8 @@ void Worker::start(std::shared_ptr<const Snapshot> snapshot, std::vector<Listene
 
 void Worker::apply(std::shared_ptr<const Snapshot> snapshot, std::vector<ListenerSocket> added,
                    std::vector<std::string> removed) {
-  asio::post(io_, [this, snapshot = std::move(snapshot), added = std::move(added),
-                   removed = std::move(removed)]() mutable {
+  asio::post(*io_, [this, snapshot = std::move(snapshot), added = std::move(added),
+                    removed = std::move(removed)]() mutable {
     snapshot_ = std::move(snapshot);
     for (const auto& key : removed) {
       auto it = acceptors_.find(key);
@@ -125,7 +134,7 @@ void Worker::apply(std::shared_ptr<const Snapshot> snapshot, std::vector<Listene
 }
 
 void Worker::drain() {
-  asio::post(io_, [this] {
+  asio::post(*io_, [this] {
     draining_ = true;
     for (auto& [key, acc] : acceptors_) {
       error_code ignored;
@@ -141,12 +150,12 @@ void Worker::drain() {
 
 void Worker::stop() {
   if (!thread_.joinable()) return;
-  io_.stop();
+  io_->stop();
   thread_.join();
 }
 
 void Worker::open_listener(ListenerSocket ls) {
-  auto acc = std::make_shared<tcp::acceptor>(io_);
+  auto acc = std::make_shared<tcp::acceptor>(*io_);
   error_code ec;
   int family = 0;
   sockaddr_storage ss{};
@@ -159,7 +168,7 @@ void Worker::open_listener(ListenerSocket ls) {
     return;
   }
   acceptors_[ls.key] = acc;
-  asio::co_spawn(io_, accept_loop(acc, ls.name), asio::detached);
+  asio::co_spawn(*io_, accept_loop(acc, ls.name), asio::detached);
 }
 
 asio::awaitable<void> Worker::accept_loop(std::shared_ptr<tcp::acceptor> acceptor,
@@ -170,7 +179,7 @@ asio::awaitable<void> Worker::accept_loop(std::shared_ptr<tcp::acceptor> accepto
       if (ec == asio::error::operation_aborted || !acceptor->is_open()) co_return;
       // EMFILE and friends: back off briefly instead of spinning.
       log::warn("accept on {} failed: {}", name, ec.message());
-      asio::steady_timer t(io_, std::chrono::milliseconds(50));
+      asio::steady_timer t(*io_, std::chrono::milliseconds(50));
       co_await t.async_wait(use_nothrow);
       continue;
     }
@@ -178,7 +187,7 @@ asio::awaitable<void> Worker::accept_loop(std::shared_ptr<tcp::acceptor> accepto
     error_code ignored;
     socket.set_option(tcp::no_delay(true), ignored);
     connections_.fetch_add(1, std::memory_order_relaxed);
-    asio::co_spawn(io_, proxy::serve_http(*this, std::move(socket), name),
+    asio::co_spawn(*io_, proxy::serve_http(*this, std::move(socket), name),
                    [this](std::exception_ptr e) {
                      connections_.fetch_sub(1, std::memory_order_relaxed);
                      if (e) {
@@ -193,7 +202,7 @@ asio::awaitable<void> Worker::accept_loop(std::shared_ptr<tcp::acceptor> accepto
 }
 
 asio::awaitable<void> Worker::housekeeping() {
-  asio::steady_timer timer(io_);
+  asio::steady_timer timer(*io_);
   for (;;) {
     timer.expires_after(std::chrono::seconds(1));
     auto [ec] = co_await timer.async_wait(use_nothrow);

@@ -36,8 +36,10 @@ struct UpstreamConnection {
 class UpstreamPool {
  public:
   static constexpr size_t kMaxIdlePerTarget = 256;
-  // A live idle connection to `key`, or nullptr.
-  std::unique_ptr<UpstreamConnection> acquire(const std::string& key, Duration idle_timeout);
+  // A live idle connection to `key`, or nullptr. `replayable`: the caller can retry the request
+  // on a fresh connection if this one turns out dead, so a recently used one skips the probe.
+  std::unique_ptr<UpstreamConnection> acquire(const std::string& key, Duration idle_timeout,
+                                              bool replayable);
   void release(std::unique_ptr<UpstreamConnection> conn);
   void sweep(Duration idle_timeout);  // close connections idle for longer than idle_timeout
   void clear();
@@ -98,7 +100,7 @@ class Worker {
   ~Worker();
 
   int id() const { return id_; }
-  asio::io_context& io() { return io_; }
+  asio::io_context& io() { return *io_; }
 
   // Any thread. Starts the loop thread with its first snapshot and listening sockets.
   void start(std::shared_ptr<const Snapshot> snapshot, std::vector<ListenerSocket> sockets);
@@ -130,7 +132,9 @@ class Worker {
   asio::awaitable<void> housekeeping();
 
   int id_;
-  asio::io_context io_{1};
+  // Destroyed explicitly in ~Worker after the acceptors and pools that use it and before the
+  // pools that coroutine frames of still-open connections give their buffers back to.
+  std::unique_ptr<asio::io_context> io_ = std::make_unique<asio::io_context>(1);
   std::thread thread_;
   std::shared_ptr<const Snapshot> snapshot_;
   std::map<std::string, std::shared_ptr<tcp::acceptor>> acceptors_;

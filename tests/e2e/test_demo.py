@@ -37,7 +37,8 @@ def test_demo_answers_its_advertised_examples(demo, http):
     assert r.status_code == 200 and "backend" not in r.text
     r = http.get(demo.url("/docs"), allow_redirects=False)
     assert 300 <= r.status_code < 400 and r.headers["location"]
-    r = raw_request(demo.port, b"BREW / HTTP/1.1\r\nHost: a\r\n\r\n")
+    # the banner's "curl --path-as-is .../a/../../x": a path climbing above the root
+    r = raw_request(demo.port, b"GET /a/../../x HTTP/1.1\r\nHost: a\r\n\r\n")
     assert r.status == 400
     body = json.loads(r.body)
     assert body["status"] == 400 and body["request_id"] == r.header("x-request-id")
