@@ -97,9 +97,9 @@ struct ValueMatch {
 struct Match {
   std::vector<std::string> hosts;  // lower-case; "*.example.org" wildcards; empty = any host
   enum class PathKind { Any, Prefix, Exact, Regex, Template };
-  PathKind path_kind = PathKind::Any;
-  std::string path;                  // prefix, exact path, RE2 pattern or template "/u/{id}"
-  std::vector<std::string> methods;  // upper-case; empty = any
+  PathKind path_kind = PathKind::Any;  // no path key, or `path: /`, loads as Any
+  std::string path;                    // prefix, exact path, RE2 pattern or template "/u/{id}"
+  std::vector<std::string> methods;    // upper-case; empty = any
   std::vector<ValueMatch> headers;
   std::vector<ValueMatch> query;
 };

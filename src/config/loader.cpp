@@ -11,6 +11,7 @@
 #include <fcntl.h>
 #include <re2/re2.h>
 #include <unistd.h>
+#include <yaml-cpp/eventhandler.h>
 #include <yaml-cpp/yaml.h>
 
 #include <algorithm>
@@ -19,6 +20,7 @@
 #include <filesystem>
 #include <set>
 #include <span>
+#include <sstream>
 
 #include "config/config.h"
 #include "config/lint.h"
@@ -438,19 +440,19 @@ class Loader {
   // ---- Document ----------------------------------------------------------------------------
 
   void load_document(const std::string& yaml) {
-    std::vector<YAML::Node> documents;
+    // YAML has no NUL character, and yaml-cpp reads one as an endless stream of empty documents.
+    if (size_t nul = yaml.find('\0'); nul != std::string::npos) {
+      error(position_of(yaml, nul), "the file contains a NUL byte: a config must be UTF-8 text");
+      return;
+    }
+    YAML::Node root;
     try {
-      documents = YAML::LoadAll(yaml);
+      root = YAML::Load(yaml);
     } catch (const YAML::Exception& e) {
       error(to_mark(e.mark), "YAML syntax error: " + e.msg);
       return;
     }
-    for (size_t i = 1; i < documents.size(); ++i) {
-      if (!documents[i].IsNull()) {
-        error(mark_of(documents[i], {}), "only one YAML document is allowed per config file");
-      }
-    }
-    YAML::Node root = documents.empty() ? YAML::Node() : documents[0];
+    check_single_document(yaml);
     Mark root_mark = mark_of(root, Mark{1, 1});
     auto top = fields(Value{root, root_mark, "the configuration"}, k_top);
     if (!top) return;
@@ -478,6 +480,67 @@ class Loader {
       error(root_mark, "no listener: add 'listen: HOST:PORT' or a 'listeners' list");
     }
     if (const Field* f = top->get("routes")) load_routes(f->value);
+  }
+
+  static Mark position_of(const std::string& text, size_t offset) {
+    Mark mark{1, 1};
+    for (size_t i = 0; i < offset; ++i) {
+      if (text[i] == '\n') {
+        ++mark.line;
+        mark.col = 1;
+      } else {
+        ++mark.col;
+      }
+    }
+    return mark;
+  }
+
+  // Records where a document's content starts; a document of nothing but null is "empty".
+  class DocumentProbe : public YAML::EventHandler {
+   public:
+    std::optional<YAML::Mark> content;
+
+    void OnDocumentStart(const YAML::Mark&) override {}
+    void OnDocumentEnd() override {}
+    void OnNull(const YAML::Mark&, YAML::anchor_t) override {}
+    void OnAlias(const YAML::Mark& mark, YAML::anchor_t) override { seen(mark); }
+    void OnScalar(const YAML::Mark& mark, const std::string&, YAML::anchor_t,
+                  const std::string&) override {
+      seen(mark);
+    }
+    void OnSequenceStart(const YAML::Mark& mark, const std::string&, YAML::anchor_t,
+                         YAML::EmitterStyle::value) override {
+      seen(mark);
+    }
+    void OnSequenceEnd() override {}
+    void OnMapStart(const YAML::Mark& mark, const std::string&, YAML::anchor_t,
+                    YAML::EmitterStyle::value) override {
+      seen(mark);
+    }
+    void OnMapEnd() override {}
+
+   private:
+    void seen(const YAML::Mark& mark) {
+      if (!content) content = mark;
+    }
+  };
+
+  // A second document ("---" and more keys) would be silently ignored by YAML::Load: refuse it.
+  // The event API is used with a cap of two documents because yaml-cpp's LoadAll can loop forever
+  // on some malformed streams.
+  void check_single_document(const std::string& yaml) {
+    std::istringstream in(yaml);
+    YAML::Parser parser(in);
+    try {
+      DocumentProbe first;
+      if (!parser.HandleNextDocument(first)) return;
+      DocumentProbe second;
+      if (parser.HandleNextDocument(second) && second.content) {
+        error(to_mark(*second.content), "only one YAML document is allowed in a config file");
+      }
+    } catch (const YAML::Exception& e) {
+      error(to_mark(e.mark), "YAML syntax error: " + e.msg);
+    }
   }
 
   LoadResult finish() {

@@ -1,43 +1,73 @@
 // Choosing a target of an upstream for one attempt.
 //
-//   auto lb = make_balancer(upstream_config);       // one per worker per upstream: no locks
-//   std::vector<bool> excluded(n);                   // targets already tried by this exchange
-//   if (auto i = lb->pick(excluded)) connect_to(targets[*i]);
+//   // One per worker per upstream, rebuilt when the config changes: no locks.
+//   auto lb = make_balancer(Algorithm::RingHash, weights, addresses);
+//   PickContext ctx{.hash = hash_key(client_ip), .load = &in_flight, .random = rng()};
+//   std::vector<bool> excluded(targets.size());   // targets already tried by this exchange
+//   while (auto i = lb->pick(ctx, excluded)) {
+//     if (connect_to(targets[*i])) break;
+//     excluded[*i] = true;                          // retry: the next target in preference order
+//   }
 //
-// Runs on the worker thread that owns it. A retry marks the failed target in `excluded` and
-// picks again, so successive attempts walk the targets in the balancer's preference order.
+// As in Pingora, a balancer yields targets in its preference order: a retry marks the failed
+// target in `excluded` and picks again with the same context, so successive attempts walk one
+// list (for the hashes: the key's next targets on the ring / in the table) instead of jumping.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <memory>
 #include <optional>
+#include <string>
+#include <string_view>
 #include <vector>
 
-#include "config/config.h"
-
 namespace sluice::upstream {
+
+// What one pick may look at. Cheap to build per attempt; the pointer is not owned.
+struct PickContext {
+  uint64_t hash = 0;  // key hash for ring_hash / maglev (hash_key() below)
+  const std::vector<uint32_t>* load = nullptr;  // in-flight requests per target (least_conn,
+                                                // p2c); null = all 0
+  uint64_t random = 0;                          // a fresh random number per pick (random, p2c)
+};
+
+// The `balance:` values of an upstream (SPEC.md section 2).
+enum class Algorithm { RoundRobin, LeastConn, P2C, RingHash, Maglev, Random };
+
+// "round_robin" "least_conn" "p2c" "ring_hash" "maglev" "random"; nullopt for anything else.
+std::optional<Algorithm> parse_algorithm(std::string_view name);
+std::string_view algorithm_name(Algorithm a);
 
 class Balancer {
  public:
   virtual ~Balancer() = default;
-  // The next target index, skipping those set in `excluded` (same size as the target list);
-  // nullopt when every target is excluded.
-  virtual std::optional<size_t> pick(const std::vector<bool>& excluded) = 0;
+  // Next target index not set in `excluded` (same size as the target list; missing entries count
+  // as not excluded), or nullopt when every target is excluded. Runs on one worker thread;
+  // implementations keep per-worker state and never allocate here.
+  virtual std::optional<size_t> pick(const PickContext& ctx, const std::vector<bool>& excluded) = 0;
 };
 
-// Smooth weighted round robin (the NGINX algorithm): over any window of sum(weights) picks,
-// target i is chosen exactly weight_i times, interleaved rather than in bursts.
-class WeightedRoundRobin final : public Balancer {
- public:
-  explicit WeightedRoundRobin(std::vector<uint32_t> weights);
-  std::optional<size_t> pick(const std::vector<bool>& excluded) override;
+// weights[i] = weight of target i (>= 1; 0 is treated as 1); names[i] = a stable identity of
+// target i (its address as written in the config, distinct within the upstream) used by the
+// consistent hashes so that a target keeps its keys when others come and go, whatever the order
+// of the list. A missing name falls back to the decimal index (stable only while the order is).
+//
+//   round_robin  smooth weighted round robin (NGINX): exact ratios over every window of
+//                sum(weights) picks, interleaved.
+//   least_conn   lowest load/weight; ties go round robin (weighted) so idle traffic still spreads.
+//   p2c          two distinct weighted-random candidates, the lower load/weight wins.
+//   ring_hash    Ketama-style ring, 1024 points per unit of weight, capped below 100k points.
+//   maglev       Maglev lookup table (65537 slots for up to 655 targets), weighted as in Envoy.
+//   random       weighted random.
+//
+// Building is O(targets) except for the hashes: ring_hash ~ a sort of the ring, maglev ~ 1 ms.
+std::unique_ptr<Balancer> make_balancer(Algorithm a, const std::vector<uint32_t>& weights,
+                                        const std::vector<std::string>& names);
 
- private:
-  std::vector<int64_t> weights_;
-  std::vector<int64_t> current_;
-};
-
-std::unique_ptr<Balancer> make_balancer(const config::Upstream& upstream);
+// A fast, well-mixed 64-bit hash of a balancing key (client IP, header or cookie value ...).
+// Stable across runs, processes and hosts, so every sluice instance maps a key alike.
+uint64_t hash_key(std::string_view key);
 
 // Weighted choice for a route's `split:` given a uniformly random number.
 size_t pick_split(const std::vector<uint32_t>& weights, uint64_t random);

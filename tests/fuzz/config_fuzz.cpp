@@ -3,7 +3,10 @@
 //
 //   clang++ -std=c++20 -fsanitize=fuzzer,address -Isrc tests/fuzz/config_fuzz.cpp \
 //     src/config/*.cpp src/http/message.cpp $(pkg-config --cflags --libs re2) -lyaml-cpp
-//   ./a.out -max_total_time=60 tests/fuzz/corpus/config
+//   mkdir -p /tmp/corpus && ./a.out -max_total_time=60 /tmp/corpus tests/fuzz/corpus/config
+//
+// (libFuzzer writes new inputs into the first directory it is given: keep the seeds second.)
+// Seeds named regression-* are inputs that once hung or crashed the loader.
 #include <cstddef>
 #include <cstdint>
 #include <cstdlib>

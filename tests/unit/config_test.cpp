@@ -333,6 +333,17 @@ TEST(ConfigTest, YamlSyntaxErrorHasPosition) {
             "sluice.yaml:1:10: YAML syntax error: illegal map value");
 }
 
+TEST(ConfigTest, SecondYamlDocumentIsRefused) {
+  EXPECT_EQ(only_diagnostic(k_base + "---\nlisten: 0.0.0.0:81\n"),
+            "sluice.yaml:5:1: only one YAML document is allowed in a config file");
+}
+
+// yaml-cpp reads a NUL byte as an endless stream of empty documents (found by the fuzzer).
+TEST(ConfigTest, NulByteIsRefusedAtItsPosition) {
+  EXPECT_EQ(only_diagnostic(std::string("listen: 0.0.0.0:80\nlog: \0\n", 25)),
+            "sluice.yaml:2:6: the file contains a NUL byte: a config must be UTF-8 text");
+}
+
 TEST(ConfigTest, WrongTypesAreReportedAtTheNode) {
   EXPECT_EQ(only_diagnostic(k_base + "routes: { a: 1 }\n"),
             "sluice.yaml:4:9: 'routes' must be a list, got a map");
