@@ -25,9 +25,11 @@ int validate(const std::string& path) {
     std::cerr << fmt::format("{}: {} error(s), configuration is invalid\n", path, errors);
     return 2;
   }
-  std::vector<std::string> compile_errors;
-  auto snap = sluice::server::compile_snapshot(std::move(*loaded.config), "", compile_errors);
+  std::vector<std::string> compile_errors, compile_warnings;
+  auto snap = sluice::server::compile_snapshot(std::move(*loaded.config), "", compile_errors,
+                                               compile_warnings);
   for (const auto& e : compile_errors) std::cerr << e << "\n";
+  for (const auto& w : compile_warnings) std::cerr << w << "\n";
   if (!snap) {
     std::cerr << fmt::format("{}: {} error(s), configuration is invalid\n", path,
                              compile_errors.size());

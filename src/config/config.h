@@ -76,10 +76,59 @@ struct Timeouts {
   Duration idle = std::chrono::seconds(60);
 };
 
+struct HashOn {
+  enum class Kind { Ip, Header, Cookie, Consumer, Path };
+  Kind kind = Kind::Ip;
+  std::string name;  // header name (lower-case) or cookie name
+  Mark mark;         // the `hash_on` key; line 0 when not written (ring_hash/maglev then use ip)
+};
+
+struct Sticky {
+  bool enabled = false;
+  std::string cookie = "sluice_affinity";
+  Duration ttl = std::chrono::hours(1);
+};
+
+struct HealthCheck {
+  bool enabled = false;
+  enum class Type { Http, Tcp };
+  Type type = Type::Http;
+  std::string path = "/healthz";  // for http
+  Duration interval = std::chrono::seconds(2);
+  Duration timeout = std::chrono::seconds(1);
+  int healthy = 2;                                      // consecutive successes to mark up
+  int unhealthy = 3;                                    // consecutive failures to mark down
+  std::vector<std::pair<int, int>> expect{{200, 399}};  // inclusive status ranges
+  Mark mark;                                            // the `health_check` key, for diagnostics
+};
+
+struct Outlier {
+  int consecutive_failures = 5;  // 0 = off
+  Duration ejection_time = std::chrono::seconds(30);
+  int max_ejected_percent = 50;
+};
+
+struct Retries {
+  int attempts = 1;  // extra tries; 0 = off
+  bool on_connect_failure = true;
+  bool on_reset = true;
+  std::vector<int> on_status{502, 503, 504};  // upstream answers (and our own 504 timeout)
+  bool all_methods = false;                   // false = idempotent methods only
+  int budget_percent = 20;                    // retries in flight <= this share (min 3)
+};
+
 struct Upstream {
   std::string name;
   std::vector<Target> targets;
-  std::string balance = "round_robin";
+  std::string balance =
+      "round_robin";  // round_robin | least_conn | p2c | ring_hash | maglev | random
+  HashOn hash_on;
+  Sticky sticky;
+  HealthCheck health_check;
+  Outlier outlier;
+  Retries retries;
+  uint32_t max_connections = 1024;
+  uint32_t max_pending = 256;
   std::string protocol = "http1";
   Duration dns_ttl = std::chrono::seconds(30);
   Timeouts timeouts;

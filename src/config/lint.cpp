@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <set>
+#include <string>
 #include <string_view>
 
 namespace sluice::config {
@@ -70,6 +71,32 @@ Diagnostic warning(const Config& config, Mark mark, std::string message) {
   return Diagnostic{Diagnostic::Severity::Warning, config.file, mark, std::move(message)};
 }
 
+// In the largest unit that divides it exactly: "2s", "1500ms", "5m".
+std::string duration_text(Duration d) {
+  auto ms = d.count();
+  if (ms != 0 && ms % 3'600'000 == 0) return std::to_string(ms / 3'600'000) + "h";
+  if (ms != 0 && ms % 60'000 == 0) return std::to_string(ms / 60'000) + "m";
+  if (ms != 0 && ms % 1000 == 0) return std::to_string(ms / 1000) + "s";
+  return std::to_string(ms) + "ms";
+}
+
+void lint_upstream(const Config& config, const Upstream& upstream, std::vector<Diagnostic>& out) {
+  bool hashes = upstream.balance == "ring_hash" || upstream.balance == "maglev";
+  if (upstream.hash_on.mark.line > 0 && !hashes) {
+    out.push_back(warning(config, upstream.hash_on.mark,
+                          "'hash_on' has no effect with balance '" + upstream.balance +
+                              "' (only ring_hash and maglev hash requests)"));
+  }
+  const HealthCheck& check = upstream.health_check;
+  if (check.enabled && check.timeout >= check.interval) {
+    out.push_back(warning(config, check.mark,
+                          "health check 'timeout' (" + duration_text(check.timeout) +
+                              ") is not shorter than its 'interval' (" +
+                              duration_text(check.interval) +
+                              "): a check may still be waiting when the next one is due"));
+  }
+}
+
 }  // namespace
 
 std::string template_literal_start(const std::string& path_template) {
@@ -92,6 +119,7 @@ std::vector<Diagnostic> lint(const Config& config) {
       out.push_back(warning(config, upstream.mark,
                             "upstream '" + upstream.name + "' is not used by any route"));
     }
+    lint_upstream(config, upstream, out);
   }
 
   for (size_t later = 0; later < config.routes.size(); ++later) {

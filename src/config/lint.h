@@ -9,6 +9,8 @@
 namespace sluice::config {
 
 // - an upstream that no route (upstream or split) uses;
+// - an upstream's `hash_on` with a balance that does not hash (only ring_hash and maglev do);
+// - a health check whose timeout is not shorter than its interval;
 // - a route that can never match because an earlier route matches every request it would
 //   (conservative: only reported when that is certain from the config alone).
 std::vector<Diagnostic> lint(const Config& config);

@@ -58,12 +58,25 @@ constexpr std::string_view k_listener_later[] = {"http2", "tls", "redirect_to_ht
                                                  "proxy_protocol", "upstream"};
 constexpr Schema k_listener{"in a listener", k_listener_keys, k_listener_later};
 
-constexpr std::string_view k_upstream_keys[] = {"targets", "balance", "protocol", "dns_ttl",
-                                                "timeouts"};
-constexpr std::string_view k_upstream_later[] = {
-    "hash_on", "sticky",          "health_check", "outlier",       "retries",
-    "tls",     "max_connections", "max_pending",  "proxy_protocol"};
+constexpr std::string_view k_upstream_keys[] = {
+    "targets", "balance",  "hash_on",         "sticky",      "health_check", "outlier",
+    "retries", "protocol", "max_connections", "max_pending", "dns_ttl",      "timeouts"};
+constexpr std::string_view k_upstream_later[] = {"tls", "proxy_protocol"};
 constexpr Schema k_upstream{"in an upstream", k_upstream_keys, k_upstream_later};
+
+constexpr std::string_view k_sticky_keys[] = {"cookie", "ttl"};
+constexpr Schema k_sticky{"in 'sticky'", k_sticky_keys, {}};
+
+constexpr std::string_view k_health_check_keys[] = {"type",    "path",      "interval", "timeout",
+                                                    "healthy", "unhealthy", "expect"};
+constexpr Schema k_health_check{"in 'health_check'", k_health_check_keys, {}};
+
+constexpr std::string_view k_outlier_keys[] = {"consecutive_failures", "ejection_time",
+                                               "max_ejected"};
+constexpr Schema k_outlier{"in 'outlier'", k_outlier_keys, {}};
+
+constexpr std::string_view k_retries_keys[] = {"attempts", "on", "methods", "budget"};
+constexpr Schema k_retries{"in 'retries'", k_retries_keys, {}};
 
 constexpr std::string_view k_target_keys[] = {"address", "weight"};
 constexpr Schema k_target{"in a target", k_target_keys, {}};
@@ -107,13 +120,22 @@ constexpr std::string_view k_log_levels[] = {"debug", "info", "warn", "error"};
 constexpr std::string_view k_access_formats[] = {"json", "combined"};
 constexpr std::string_view k_listener_protocols[] = {"http"};
 constexpr std::string_view k_listener_protocols_later[] = {"tcp", "udp", "mqtt"};
-constexpr std::string_view k_balances[] = {"round_robin"};
-constexpr std::string_view k_balances_later[] = {"least_conn", "p2c", "ring_hash", "maglev",
-                                                 "random"};
+constexpr std::string_view k_balances[] = {"round_robin", "least_conn", "p2c",
+                                           "ring_hash",   "maglev",     "random"};
+// `hash_on: KIND` or `hash_on: KIND:NAME`.
+constexpr std::string_view k_hash_kinds[] = {"ip", "header", "cookie", "consumer", "path"};
+constexpr std::string_view k_hash_on_forms = "ip, header:NAME, cookie:NAME, consumer or path";
+constexpr std::string_view k_health_check_types[] = {"http", "tcp"};
+constexpr std::string_view k_retry_conditions[] = {"connect_failure", "reset"};
+constexpr std::string_view k_retry_methods[] = {"idempotent", "all"};
 constexpr std::string_view k_upstream_protocols[] = {"http1"};
 constexpr std::string_view k_upstream_protocols_later[] = {"http2", "h2c"};
 
 constexpr uint32_t k_max_weight = 1'000'000;
+constexpr uint64_t k_max_connections = 1'000'000;  // also the bound of max_pending
+constexpr int k_max_health_threshold = 100;        // healthy / unhealthy
+constexpr int k_max_consecutive_failures = 1000;
+constexpr int k_max_retry_attempts = 10;
 constexpr int k_max_workers = 1024;
 
 // A user-written string inside a message: quoted, control bytes escaped, long text shortened so
@@ -396,6 +418,39 @@ class Loader {
       return std::nullopt;
     }
     return parsed;
+  }
+
+  // "20%": a whole percentage from 0% to 100%.
+  std::optional<int> percent(const Value& v) {
+    auto text = scalar(v, "a percentage");
+    if (!text) return std::nullopt;
+    std::optional<uint64_t> number;
+    if (text->ends_with('%'))
+      number = parse_uint(std::string_view(*text).substr(0, text->size() - 1));
+    if (!number || *number > 100) {
+      error(v.mark, v.what + " must be a percentage from 0% to 100%, got " + quote(*text));
+      return std::nullopt;
+    }
+    return static_cast<int>(*number);
+  }
+
+  // A section that may also be written as a bare switch: `sticky: true`, `outlier: off`.
+  enum class Form { Map, On, Off, Invalid };
+
+  // Map for anything but a scalar (null is an empty map; fields() reports other types), else
+  // the switch, or Invalid after an error.
+  Form map_or_switch(const Value& v) {
+    if (!v.node.IsScalar()) return Form::Map;
+    auto text = scalar(v);
+    if (!text) return Form::Invalid;
+    for (std::string_view on : {"true", "True", "TRUE", "on", "On", "ON"}) {
+      if (*text == on) return Form::On;
+    }
+    for (std::string_view off : {"false", "False", "FALSE", "off", "Off", "OFF"}) {
+      if (*text == off) return Form::Off;
+    }
+    error(v.mark, v.what + " must be a map, true/on or false/off, got " + quote(*text));
+    return Form::Invalid;
   }
 
   // One of `allowed`; the documented-but-later values get the "not supported yet" error.
@@ -751,8 +806,23 @@ class Loader {
         error(e.key_mark, "upstream " + quote(e.key) + " needs 'targets'");
       }
       if (const Field* balance = f->get("balance")) {
-        if (auto value = choice(balance->value, "balance", k_balances, k_balances_later)) {
-          upstream.balance = *value;
+        if (auto value = choice(balance->value, "balance", k_balances)) upstream.balance = *value;
+      }
+      if (const Field* hash_on = f->get("hash_on")) load_hash_on(*hash_on, upstream.hash_on);
+      if (const Field* sticky = f->get("sticky")) load_sticky(sticky->value, upstream.sticky);
+      if (const Field* check = f->get("health_check")) {
+        load_health_check(*check, upstream.health_check);
+      }
+      if (const Field* outlier = f->get("outlier")) load_outlier(outlier->value, upstream.outlier);
+      if (const Field* retries = f->get("retries")) load_retries(retries->value, upstream.retries);
+      if (const Field* max = f->get("max_connections")) {
+        if (auto n = integer(max->value, 1, k_max_connections)) {
+          upstream.max_connections = static_cast<uint32_t>(*n);
+        }
+      }
+      if (const Field* max = f->get("max_pending")) {
+        if (auto n = integer(max->value, 0, k_max_connections)) {
+          upstream.max_pending = static_cast<uint32_t>(*n);
         }
       }
       if (const Field* protocol = f->get("protocol")) {
@@ -773,6 +843,225 @@ class Loader {
     }
     if (has_targets) load_targets(targets_value, upstream);
     config_.upstreams.push_back(std::move(upstream));
+  }
+
+  // ip | consumer | path | header:NAME | cookie:NAME; header names are stored lower-case. Which
+  // balances use it is lint's business (a warning), not an error here.
+  void load_hash_on(const Field& field, HashOn& hash_on) {
+    const Value& v = field.value;
+    auto text = scalar(v);
+    if (!text) return;
+    size_t colon = text->find(':');
+    std::string kind = text->substr(0, colon);
+    std::string name = colon == std::string::npos ? "" : text->substr(colon + 1);
+    bool named = kind == "header" || kind == "cookie";
+    if (!contains(k_hash_kinds, kind)) {
+      auto hint = closest(kind, k_hash_kinds);
+      std::string suggestion;
+      if (hint) {
+        suggestion = std::string(*hint);
+        if (*hint == "header" || *hint == "cookie") {
+          suggestion += ":" + (is_token(name) ? name : std::string("NAME"));
+        }
+      }
+      error(v.mark, "unknown hash_on " + quote(*text) +
+                        (hint ? did_you_mean(suggestion)
+                              : " (expected " + std::string(k_hash_on_forms) + ")"));
+      return;
+    }
+    if (named && name.empty()) {
+      error(v.mark, "hash_on " + quote(kind) + " needs a name: " + kind + ":NAME");
+      return;
+    }
+    if (!named && colon != std::string::npos) {
+      error(v.mark, "hash_on " + quote(kind) + " takes no name, got " + quote(*text));
+      return;
+    }
+    if (named && !is_token(name)) {
+      error(v.mark, "invalid " + kind + " name " + quote(name) + " in 'hash_on'");
+      return;
+    }
+    if (kind == "ip") {
+      hash_on.kind = HashOn::Kind::Ip;
+    } else if (kind == "header") {
+      hash_on.kind = HashOn::Kind::Header;
+      hash_on.name = to_lower(name);
+    } else if (kind == "cookie") {
+      hash_on.kind = HashOn::Kind::Cookie;
+      hash_on.name = name;
+    } else if (kind == "consumer") {
+      hash_on.kind = HashOn::Kind::Consumer;
+    } else {
+      hash_on.kind = HashOn::Kind::Path;
+    }
+    hash_on.mark = field.key_mark;
+  }
+
+  // `sticky: true` is the defaults; a map (even an empty one) turns it on with its values.
+  void load_sticky(const Value& v, Sticky& sticky) {
+    Form form = map_or_switch(v);
+    if (form == Form::On || form == Form::Off) sticky.enabled = form == Form::On;
+    if (form != Form::Map) return;
+    auto f = fields(v, k_sticky);
+    if (!f) return;
+    sticky.enabled = true;
+    if (const Field* cookie = f->get("cookie")) {
+      if (auto text = scalar(cookie->value)) {
+        if (is_token(*text)) {
+          sticky.cookie = *text;
+        } else {
+          error(cookie->value.mark, "invalid cookie name " + quote(*text));
+        }
+      }
+    }
+    if (const Field* ttl = f->get("ttl")) {
+      if (auto d = duration(ttl->value)) sticky.ttl = *d;
+    }
+  }
+
+  void load_health_check(const Field& field, HealthCheck& check) {
+    auto f = fields(field.value, k_health_check);
+    if (!f) return;
+    check.enabled = true;
+    check.mark = field.key_mark;
+    if (const Field* type = f->get("type")) {
+      if (auto value = choice(type->value, "health check type", k_health_check_types)) {
+        check.type = *value == "tcp" ? HealthCheck::Type::Tcp : HealthCheck::Type::Http;
+      }
+    }
+    if (const Field* path = f->get("path")) {
+      if (check.type == HealthCheck::Type::Tcp) {
+        error(path->key_mark, "'path' is only for type http: a tcp health check only connects");
+      } else if (auto text = scalar(path->value)) {
+        if (!text->starts_with('/')) {
+          error(path->value.mark, "'path' must start with '/', got " + quote(*text));
+        } else if (text->find_first_of(std::string_view(" \t\r\n\0", 5)) != std::string::npos) {
+          error(path->value.mark, "'path' must be a path without spaces, got " + quote(*text));
+        } else {
+          check.path = *text;
+        }
+      }
+    }
+    if (const Field* interval = f->get("interval")) {
+      if (auto d = duration(interval->value)) check.interval = *d;
+    }
+    if (const Field* timeout = f->get("timeout")) {
+      if (auto d = duration(timeout->value)) check.timeout = *d;
+    }
+    if (const Field* healthy = f->get("healthy")) {
+      if (auto n = integer(healthy->value, 1, k_max_health_threshold)) {
+        check.healthy = static_cast<int>(*n);
+      }
+    }
+    if (const Field* unhealthy = f->get("unhealthy")) {
+      if (auto n = integer(unhealthy->value, 1, k_max_health_threshold)) {
+        check.unhealthy = static_cast<int>(*n);
+      }
+    }
+    if (const Field* expect = f->get("expect")) load_expect(expect->value, check.expect);
+  }
+
+  // Status codes (204) and inclusive ranges (200-399), each within 100..599; replaces the default.
+  void load_expect(const Value& v, std::vector<std::pair<int, int>>& expect) {
+    if (v.node.IsSequence() && v.node.size() == 0) {
+      error(v.mark, "'expect' needs at least one status");
+      return;
+    }
+    std::vector<std::pair<int, int>> ranges;
+    for (auto& [text, mark] : string_or_list(v, "a status")) {
+      size_t dash = text.find('-');
+      auto low = parse_uint(std::string_view(text).substr(0, dash));
+      auto high =
+          dash == std::string::npos ? low : parse_uint(std::string_view(text).substr(dash + 1));
+      if (!low || !high) {
+        error(mark, "invalid status " + quote(text) +
+                        " in 'expect' (expected a code like 204 or a range like 200-399)");
+        continue;
+      }
+      if (*low < 100 || *low > 599 || *high < 100 || *high > 599) {
+        error(mark, "invalid status " + quote(text) + " in 'expect': codes are from 100 to 599");
+        continue;
+      }
+      if (*low > *high) {
+        error(mark, "invalid status range " + quote(text) + " in 'expect': " +
+                        std::to_string(*low) + " is greater than " + std::to_string(*high));
+        continue;
+      }
+      ranges.emplace_back(static_cast<int>(*low), static_cast<int>(*high));
+    }
+    if (!ranges.empty()) expect = std::move(ranges);
+  }
+
+  // `outlier: off` (or false) turns passive ejection off; `on`/true keeps the defaults.
+  void load_outlier(const Value& v, Outlier& outlier) {
+    Form form = map_or_switch(v);
+    if (form == Form::Off) outlier.consecutive_failures = 0;
+    if (form != Form::Map) return;
+    auto f = fields(v, k_outlier);
+    if (!f) return;
+    if (const Field* failures = f->get("consecutive_failures")) {
+      if (auto n = integer(failures->value, 0, k_max_consecutive_failures)) {
+        outlier.consecutive_failures = static_cast<int>(*n);
+      }
+    }
+    if (const Field* time = f->get("ejection_time")) {
+      if (auto d = duration(time->value)) outlier.ejection_time = *d;
+    }
+    if (const Field* max = f->get("max_ejected")) {
+      if (auto p = percent(max->value)) outlier.max_ejected_percent = *p;
+    }
+  }
+
+  void load_retries(const Value& v, Retries& retries) {
+    auto f = fields(v, k_retries);
+    if (!f) return;
+    if (const Field* attempts = f->get("attempts")) {
+      if (auto n = integer(attempts->value, 0, k_max_retry_attempts)) {
+        retries.attempts = static_cast<int>(*n);
+      }
+    }
+    if (const Field* on = f->get("on")) load_retry_on(on->value, retries);
+    if (const Field* methods = f->get("methods")) {
+      if (auto value = choice(methods->value, "retry methods", k_retry_methods)) {
+        retries.all_methods = *value == "all";
+      }
+    }
+    if (const Field* budget = f->get("budget")) {
+      if (auto p = percent(budget->value)) retries.budget_percent = *p;
+    }
+  }
+
+  // connect_failure | reset | a 5xx status code; the list replaces the default one.
+  void load_retry_on(const Value& v, Retries& retries) {
+    if (v.node.IsSequence() && v.node.size() == 0) {
+      error(v.mark, "'on' needs at least one condition ('attempts: 0' turns retries off)");
+      return;
+    }
+    retries.on_connect_failure = false;
+    retries.on_reset = false;
+    retries.on_status.clear();
+    for (auto& [text, mark] : string_or_list(v, "a retry condition")) {
+      if (text == "connect_failure") {
+        retries.on_connect_failure = true;
+      } else if (text == "reset") {
+        retries.on_reset = true;
+      } else if (auto code = parse_uint(text)) {
+        if (*code < 500 || *code > 599) {
+          error(mark, "retry condition " + quote(text) + " is not a 5xx status code");
+          continue;
+        }
+        int status = static_cast<int>(*code);
+        if (std::find(retries.on_status.begin(), retries.on_status.end(), status) ==
+            retries.on_status.end()) {
+          retries.on_status.push_back(status);
+        }
+      } else {
+        auto hint = closest(text, k_retry_conditions);
+        error(mark, "unknown retry condition " + quote(text) +
+                        (hint ? did_you_mean(hint)
+                              : " (expected connect_failure, reset or a 5xx status code)"));
+      }
+    }
   }
 
   void load_timeouts(const Value& v, Timeouts& timeouts) {

@@ -22,6 +22,7 @@ enum class ErrorKind {
   BodyTooLarge,
   // upstream
   NoTarget,
+  CircuitOpen,
   ConnectRefused,
   ConnectTimeout,
   ConnectFailed,
@@ -59,6 +60,7 @@ struct Error {
       case ErrorKind::BodyTooLarge:
         return 413;
       case ErrorKind::NoTarget:
+      case ErrorKind::CircuitOpen:
         return 503;
       case ErrorKind::ConnectRefused:
       case ErrorKind::ConnectFailed:
@@ -89,7 +91,9 @@ struct Error {
       case ErrorKind::BodyTooLarge:
         return "request body too large";
       case ErrorKind::NoTarget:
-        return "no healthy target";
+        return "no healthy upstream";
+      case ErrorKind::CircuitOpen:
+        return "upstream overloaded (circuit open)";
       case ErrorKind::ConnectRefused:
         return "upstream connection refused";
       case ErrorKind::ConnectTimeout:

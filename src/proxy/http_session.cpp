@@ -3,6 +3,7 @@
 #include <array>
 #include <charconv>
 #include <chrono>
+#include <functional>
 #include <optional>
 
 #include <fmt/format.h>
@@ -29,6 +30,7 @@ using Clock = std::chrono::steady_clock;
 
 constexpr size_t kResponseBufferSize = 64 * 1024;
 constexpr size_t kMaxResponseHead = 64 * 1024;
+constexpr size_t kReplayLimit = 64 * 1024;  // request bodies up to this size can be retried
 
 bool is_hop_by_hop(std::string_view name) {
   static constexpr std::string_view kNames[] = {
@@ -280,6 +282,10 @@ struct ExchangeScratch {
   std::string uhead;  // head written upstream
   std::vector<std::string_view> pieces;
   std::vector<asio::const_buffer> iov;
+  std::string replay;         // the request body, kept for retries (up to kReplayLimit)
+  std::string sticky_cookie;  // Set-Cookie value when the exchange (re-)pins a sticky client
+  std::vector<uint32_t> load;
+  std::vector<bool> excluded;
 };
 
 // Per-worker free list of ExchangeScratch (thread_local: one per worker thread).
@@ -760,12 +766,12 @@ std::string HttpSession::build_upstream_head(const filters::Exchange& x, std::st
 }
 
 // Connects to `target` within the upstream's connect timeout.
-asio::awaitable<Error> connect_target(tcp::socket& sock, const CompiledTarget& target,
+asio::awaitable<Error> connect_target(tcp::socket& sock, const std::string& ip, uint16_t port,
                                       Duration timeout, Watchdog& wd) {
   error_code ec;
-  auto addr = asio::ip::make_address(target.ip, ec);
+  auto addr = asio::ip::make_address(ip, ec);
   if (ec) co_return Error{Source::Upstream, ErrorKind::ConnectFailed};
-  tcp::endpoint ep(addr, target.port);
+  tcp::endpoint ep(addr, port);
   sock.open(ep.protocol(), ec);
   if (ec) co_return Error{Source::Internal, ErrorKind::ConnectFailed};
   wd.arm(timeout, &sock);
@@ -787,68 +793,209 @@ bool idempotent(std::string_view method) {
          method == "DELETE" || method == "TRACE";
 }
 
+// Counts one unit in an atomic for as long as it lives (in-flight requests, retries...).
+class Hold {
+ public:
+  Hold() = default;
+  template <typename T>
+  explicit Hold(std::atomic<T>& counter) : release_([&counter] { counter.fetch_sub(1); }) {
+    counter.fetch_add(1, std::memory_order_relaxed);
+  }
+  Hold(Hold&& o) noexcept : release_(std::move(o.release_)) { o.release_ = nullptr; }
+  Hold& operator=(Hold&& o) noexcept {
+    reset();
+    release_ = std::move(o.release_);
+    o.release_ = nullptr;
+    return *this;
+  }
+  ~Hold() { reset(); }
+  void reset() {
+    if (release_) release_();
+    release_ = nullptr;
+  }
+
+ private:
+  std::function<void()> release_;
+};
+
+std::string_view cookie_value(const std::vector<http::Header>& headers, std::string_view name) {
+  for (const auto& h : headers) {
+    if (!http::iequals(h.name, "cookie")) continue;
+    std::string_view v = h.value;
+    while (!v.empty()) {
+      size_t semi = v.find(';');
+      std::string_view pair = v.substr(0, semi);
+      while (!pair.empty() && pair.front() == ' ') pair.remove_prefix(1);
+      size_t eq = pair.find('=');
+      if (eq != std::string_view::npos && pair.substr(0, eq) == name) return pair.substr(eq + 1);
+      if (semi == std::string_view::npos) break;
+      v.remove_prefix(semi + 1);
+    }
+  }
+  return {};
+}
+
 asio::awaitable<HttpSession::Next> HttpSession::forward(const CompiledUpstream& up, size_t up_index,
                                                         std::string_view upstream_path,
                                                         filters::Exchange& x) {
   const config::Upstream& uc = *up.config;
+  const config::Retries& rc = uc.retries;
+  upstream::UpstreamCounters& counters = *up.counters;
   const Duration request_timeout = route_timeout_.value_or(uc.timeouts.request);
   const bool has_body = xs_->head.body_kind != http::BodyKind::None;
-  const bool replayable = !has_body && idempotent(xs_->head.method);
+  const bool method_retryable = rc.all_methods || idempotent(xs_->head.method);
   const Next on_error = has_body ? Next::Close : Next::KeepAlive;
   const auto started = Clock::now();
 
-  // Attempts: a connect failure moves on to another target for any method (nothing was sent);
-  // a reused keep-alive connection that dies before answering is retried once on a fresh
-  // connection to the same target when the request can be replayed (idempotent, no body).
-  std::vector<bool> excluded(up.targets.size(), false);
-  const size_t max_connect_attempts = std::min<size_t>(up.targets.size(), 2);
-  size_t connect_attempts = 0;
-  bool fresh_retry_used = false;
-  bool force_fresh = false;
-  bool continue_sent = false;
+  // Circuit breaker: beyond max_connections requests wait (at most max_pending of them, at most
+  // the connect timeout); beyond that, 503 at once.
+  if (counters.active.load(std::memory_order_relaxed) >= uc.max_connections) {
+    if (counters.pending.load(std::memory_order_relaxed) >= uc.max_pending) {
+      co_await send_error({Source::Upstream, ErrorKind::CircuitOpen}, {}, has_body);
+      co_return on_error;
+    }
+    Hold pending(counters.pending);
+    asio::steady_timer wait(worker_.io());
+    const auto give_up = Clock::now() + uc.timeouts.connect;
+    while (counters.active.load(std::memory_order_relaxed) >= uc.max_connections) {
+      if (Clock::now() >= give_up || worker_.draining()) {
+        co_await send_error({Source::Upstream, ErrorKind::CircuitOpen}, {}, has_body);
+        co_return on_error;
+      }
+      wait.expires_after(std::chrono::milliseconds(2));
+      co_await wait.async_wait(use_nothrow);
+    }
+  }
+  Hold active(counters.active);
+  Hold in_request(counters.requests);
+
+  // Balancer inputs: the hash key, sticky preference, and (least_conn, p2c) the live loads.
+  upstream::PickContext ctx;
+  ctx.random = worker_.random();
+  if (up.algorithm == upstream::Algorithm::RingHash ||
+      up.algorithm == upstream::Algorithm::Maglev) {
+    std::string_view key;
+    switch (uc.hash_on.kind) {
+      case config::HashOn::Kind::Ip:
+        key = client_ip_;
+        break;
+      case config::HashOn::Kind::Header:
+        key = xs_->head.header(uc.hash_on.name).value;
+        break;
+      case config::HashOn::Kind::Cookie:
+        key = cookie_value(xs_->head.headers, uc.hash_on.name);
+        break;
+      case config::HashOn::Kind::Consumer:
+        key = client_ip_;
+        break;  // no consumers yet
+      case config::HashOn::Kind::Path:
+        key = xs_->log.path;
+        break;
+    }
+    ctx.hash = key.empty() ? ctx.random : upstream::hash_key(key);  // no key: spread randomly
+  }
+  std::vector<uint32_t>& load = xs_->load;
+  if (up.algorithm == upstream::Algorithm::LeastConn || up.algorithm == upstream::Algorithm::P2C) {
+    load.resize(up.targets.size());
+    for (size_t i = 0; i < up.targets.size(); ++i) {
+      load[i] = up.targets[i].state->in_flight.load(std::memory_order_relaxed);
+    }
+    ctx.load = &load;
+  }
+  std::optional<size_t> sticky_pick;
+  bool set_sticky = false;
+  if (uc.sticky.enabled) {
+    std::string_view v = cookie_value(xs_->head.headers, uc.sticky.cookie);
+    for (size_t i = 0; i < up.targets.size() && !v.empty(); ++i) {
+      if (up.targets[i].sticky_value == v) sticky_pick = i;
+    }
+    set_sticky = true;  // unless the pinned target serves it (checked below)
+  }
+
+  // Attempts walk the balancer's preference order: a tried target is excluded from the next
+  // pick where another is available. A connect failure may be retried for any method (nothing
+  // was sent); a reset, a timeout or a listed 5xx only for retryable methods whose body could be
+  // replayed, and only while the retry budget allows.
+  const int max_tries = 1 + std::max(0, rc.attempts);
+  std::vector<bool> tried(up.targets.size(), false);
+  std::vector<bool>& excluded = xs_->excluded;
+  const int64_t now_ms = upstream::steady_now_ms();
   Error last{Source::Upstream, ErrorKind::NoTarget};
   std::unique_ptr<UpstreamConnection> conn;
   const CompiledTarget* target = nullptr;
-  bool reused = false;
-  std::string& uhead = xs_->uhead;
-
+  Hold target_load, retry_hold;
+  bool continue_sent = false;
+  bool body_read = false;      // the client's body has been consumed
+  bool replay_ok = !has_body;  // the body is in xs_->replay and can be sent again
+  xs_->replay.clear();
   server::IoBuffer rbuf;
   size_t rbegin = 0, rend = 0;
   http::ResponseParser rparser;
   http::ResponseHead& rhead = xs_->rhead;
   size_t rhead_len = 0;
+  bool got_head = false;
 
-  for (;;) {
+  for (int attempt = 0; attempt < max_tries && !got_head; ++attempt) {
+    // Pick.
+    excluded.assign(up.targets.size(), false);
+    bool any = false;
+    for (size_t i = 0; i < up.targets.size(); ++i) {
+      excluded[i] = !up.targets[i].state->available(now_ms);
+      any = any || !excluded[i];
+    }
+    if (!any) {
+      if (attempt == 0) last = {Source::Upstream, ErrorKind::NoTarget};
+      break;
+    }
+    std::optional<size_t> pick;
+    if (attempt == 0 && sticky_pick && !excluded[*sticky_pick]) {
+      pick = sticky_pick;
+      set_sticky = false;
+    } else {
+      std::vector<bool> fresh = excluded;
+      for (size_t i = 0; i < tried.size(); ++i) fresh[i] = fresh[i] || tried[i];
+      pick = worker_.balancer(up_index).pick(ctx, fresh);
+      if (!pick) pick = worker_.balancer(up_index).pick(ctx, excluded);  // all tried: reuse one
+    }
+    if (!pick) break;
+    if (attempt > 0) {
+      // Retry budget: retries in flight <= max(3, budget% of requests in flight).
+      int64_t allowed = std::max<int64_t>(
+          3, counters.requests.load(std::memory_order_relaxed) * rc.budget_percent / 100);
+      if (counters.retries.load(std::memory_order_relaxed) >= allowed) break;
+      retry_hold = Hold(counters.retries);
+    }
+    target = &up.targets[*pick];
+    tried[*pick] = true;
+    ++xs_->log.attempts;
+    xs_->log.target = target->address;
+    target_load = Hold(target->state->in_flight);
+
+    // Connect (or reuse).
+    std::string ip = target->dynamic ? target->state->ip() : target->ip;
+    std::string key = target->dynamic ? fmt::format("{}|{}", target->address, ip) : target->key;
+    const bool replayable = replay_ok && method_retryable;
+    conn = worker_.pool().acquire(key, uc.timeouts.idle, replayable);
+    bool reused = conn != nullptr;
     if (!conn) {
-      if (force_fresh) {
-        force_fresh = false;
-      } else {
-        if (connect_attempts >= max_connect_attempts) break;
-        std::optional<size_t> pick = worker_.balancer(up_index).pick(excluded);
-        if (!pick) break;
-        ++connect_attempts;
-        target = &up.targets[*pick];
-        excluded[*pick] = true;
-        conn = worker_.pool().acquire(target->key, uc.timeouts.idle, replayable);
-      }
-      ++xs_->log.attempts;
-      xs_->log.target = target->address;
-      reused = conn != nullptr;
-      if (!conn) {
-        conn = std::make_unique<UpstreamConnection>(worker_.io());
-        conn->key = target->key;
-        last = co_await connect_target(conn->socket, *target, uc.timeouts.connect, up_wd_);
-        if (last) {
-          log::warn("upstream {} target {}: {}", uc.name, target->address, last.reason());
-          conn.reset();
-          continue;
-        }
+      conn = std::make_unique<UpstreamConnection>(worker_.io());
+      conn->key = key;
+      last = co_await connect_target(conn->socket, ip, target->port, uc.timeouts.connect, up_wd_);
+      if (last) {
+        log::warn("upstream {} target {}: {}", uc.name, target->address, last.reason());
+        upstream::record_outcome(*target->state, up.states, up.outlier, true,
+                                 upstream::steady_now_ms());
+        conn.reset();
+        if (rc.on_connect_failure) continue;
+        break;
       }
     }
 
-    // Request head, and the body when there is one.
+    // Send the head and the body (streamed from the client the first time, replayed after).
+    const bool chunked = xs_->head.body_kind == http::BodyKind::Chunked;
+    std::string& uhead = xs_->uhead;
     uhead = build_upstream_head(x, upstream_path, *target, xs_->head.body_kind);
-    if (xs_->head.expect_continue && has_body && !continue_sent) {
+    if (has_body && xs_->head.expect_continue && !continue_sent) {
       continue_sent = true;
       static constexpr std::string_view k100 = "HTTP/1.1 100 Continue\r\n\r\n";
       down_wd_.arm(limits_.idle_timeout, &socket_);
@@ -856,28 +1003,24 @@ asio::awaitable<HttpSession::Next> HttpSession::forward(const CompiledUpstream& 
       if (ec) co_return Next::Close;
     }
     up_wd_.arm(request_timeout, &conn->socket);
-    if (!has_body) {
-      auto [ec, n] = co_await asio::async_write(conn->socket, asio::buffer(uhead), use_nothrow);
-      if (ec) {
-        conn.reset();
-        if (reused && replayable && !fresh_retry_used) {
-          fresh_retry_used = force_fresh = true;
-          continue;
-        }
-        last = up_wd_.expired() ? Error{Source::Upstream, ErrorKind::UpstreamTimeout}
-                                : Error{Source::Upstream, ErrorKind::UpstreamReset};
-        break;
-      }
+    bool sent = true;
+    if (!has_body || body_read) {
+      // No body, or a replay of a body kept in memory.
+      std::vector<std::string_view>& pieces = xs_->pieces;
+      pieces.clear();
+      if (has_body) pieces.push_back(xs_->replay);
+      BodySink sink(conn->socket, up_wd_, request_timeout,
+                    chunked ? BodySink::Framing::Chunked : BodySink::Framing::Raw, xs_->iov);
+      sent = co_await sink.write(uhead, pieces, true);
     } else {
       BodySource src(socket_, buf_, begin_, end_, down_wd_, limits_.request_body_timeout);
       src.start(xs_->head.body_kind, xs_->head.content_length);
       BodySink sink(conn->socket, up_wd_, request_timeout,
-                    xs_->head.body_kind == http::BodyKind::Chunked ? BodySink::Framing::Chunked
-                                                                   : BodySink::Framing::Raw,
-                    xs_->iov);
+                    chunked ? BodySink::Framing::Chunked : BodySink::Framing::Raw, xs_->iov);
       std::vector<std::string_view>& pieces = xs_->pieces;
       std::string_view prefix = uhead;
       uint64_t body_bytes = 0;
+      replay_ok = true;
       for (;;) {
         auto st = co_await src.next(pieces);
         if (st == BodySource::Status::Error || st == BodySource::Status::Timeout) {
@@ -887,31 +1030,50 @@ asio::awaitable<HttpSession::Next> HttpSession::forward(const CompiledUpstream& 
           co_await send_error(e, src.error(), true);
           co_return Next::Close;
         }
-        for (auto p : pieces) body_bytes += p.size();
+        for (auto p : pieces) {
+          body_bytes += p.size();
+          if (replay_ok && body_bytes <= kReplayLimit) {
+            xs_->replay.append(p);
+          } else {
+            replay_ok = false;
+          }
+        }
         if (body_bytes > limits_.max_body) {
           xs_->log.bytes_in += src.raw_bytes();
           co_await send_error({Source::Downstream, ErrorKind::BodyTooLarge}, {}, true);
           co_return Next::Close;
         }
         bool last_piece = st == BodySource::Status::End || src.done();
-        if (!co_await sink.write(prefix, pieces, last_piece)) {
-          xs_->log.bytes_in += src.raw_bytes();
-          Error e = up_wd_.expired() ? Error{Source::Upstream, ErrorKind::UpstreamTimeout}
-                                     : Error{Source::Upstream, ErrorKind::UpstreamReset};
-          co_await send_error(e, "upstream write failed", true);
-          co_return Next::Close;
+        if (sent && !co_await sink.write(prefix, pieces, last_piece)) {
+          sent = false;  // keep reading the client's body so it can be replayed elsewhere
+          if (!replay_ok) break;
         }
         prefix = {};
         if (last_piece) break;
       }
       xs_->log.bytes_in += src.raw_bytes();
+      body_read = src.done();
+      if (!body_read) close_after_ = true;  // the rest of the body is still on the wire
+    }
+    if (!sent) {
+      last = up_wd_.expired() ? Error{Source::Upstream, ErrorKind::UpstreamTimeout}
+                              : Error{Source::Upstream, ErrorKind::UpstreamReset};
+      conn.reset();
+      upstream::record_outcome(*target->state, up.states, up.outlier, !reused,
+                               upstream::steady_now_ms());
+      bool can_retry = replay_ok && (method_retryable || reused) && rc.on_reset;
+      if (can_retry) {
+        if (reused) --attempt;  // a stale pooled connection is not the target's fault
+        continue;
+      }
+      break;
     }
 
     // Response head; 1xx interim responses are skipped.
     if (rbuf.empty()) rbuf = worker_.buffers().take(kResponseBufferSize);
     rbegin = rend = 0;
     rparser.reset();
-    bool got_head = false, got_bytes = false;
+    bool got_bytes = false;
     for (;;) {
       if (rbegin < rend) {
         rhead.headers.clear();
@@ -951,25 +1113,55 @@ asio::awaitable<HttpSession::Next> HttpSession::forward(const CompiledUpstream& 
       got_bytes = true;
       rend += n;
     }
-    if (got_head) break;
-    conn.reset();
-    if (!got_bytes && reused && replayable && !fresh_retry_used &&
-        last.kind == ErrorKind::UpstreamReset) {
-      fresh_retry_used = force_fresh = true;
+    const bool replayable_now = replay_ok && method_retryable;
+    if (!got_head) {
+      conn.reset();
+      // A pooled connection the upstream closed before answering: not the target's fault, and
+      // the request never reached the application, so it is retried on a fresh connection.
+      bool stale = reused && !got_bytes && last.kind == ErrorKind::UpstreamReset;
+      upstream::record_outcome(*target->state, up.states, up.outlier, !stale,
+                               upstream::steady_now_ms());
+      if (stale && replay_ok) {
+        --attempt;
+        tried[*pick] = false;
+        continue;
+      }
+      // The request timeout is the whole budget of the exchange: a timeout is not retried
+      // (a 504 *answered by* the upstream is, when listed in `on`).
+      bool on = last.kind == ErrorKind::UpstreamReset && rc.on_reset;
+      if (on && replayable_now) continue;
+      break;
+    }
+    // A listed 5xx with tries left: drop this answer and try another target.
+    bool failure = rhead.status >= 500;
+    upstream::record_outcome(*target->state, up.states, up.outlier, failure,
+                             upstream::steady_now_ms());
+    if (failure && attempt + 1 < max_tries && replayable_now &&
+        std::find(rc.on_status.begin(), rc.on_status.end(), rhead.status) != rc.on_status.end() &&
+        counters.retries.load(std::memory_order_relaxed) <
+            std::max<int64_t>(
+                3, counters.requests.load(std::memory_order_relaxed) * rc.budget_percent / 100)) {
+      conn.reset();
+      got_head = false;
+      last = {Source::Upstream, ErrorKind::UpstreamReset};
       continue;
     }
-    co_await send_error(last, {}, has_body);
-    worker_.buffers().give(std::move(rbuf));
-    co_return on_error;
   }
-  if (!conn) {  // every attempt failed to connect
-    co_await send_error(last, {}, has_body);
+  if (!got_head) {
+    co_await send_error(last, {}, has_body && !body_read);
     if (!rbuf.empty()) worker_.buffers().give(std::move(rbuf));
-    co_return on_error;
+    co_return has_body && !body_read ? Next::Close : Next::KeepAlive;
   }
   xs_->log.upstream_us =
       std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - started).count();
   xs_->log.status = rhead.status;
+  xs_->sticky_cookie.clear();
+  if (set_sticky) {  // no valid pin, or the pinned target could not serve: (re-)pin
+    fmt::format_to(std::back_inserter(xs_->sticky_cookie),
+                   "{}={}; Path=/; Max-Age={}; HttpOnly; SameSite=Lax", uc.sticky.cookie,
+                   target->sticky_value,
+                   std::chrono::duration_cast<std::chrono::seconds>(uc.sticky.ttl).count());
+  }
 
   // Response head for the client.
   x.response_status = rhead.status;
@@ -981,6 +1173,7 @@ asio::awaitable<HttpSession::Next> HttpSession::forward(const CompiledUpstream& 
   for (auto it = route_->filters.rbegin(); it != route_->filters.rend(); ++it) {
     (*it)->on_response(x);
   }
+  if (!xs_->sticky_cookie.empty()) x.response_headers.push_back({"set-cookie", xs_->sticky_cookie});
   const bool http10 = xs_->head.version == http::Version::Http10;
   bool keep = xs_->head.keep_alive && !worker_.draining() && !close_after_;
   BodySink::Framing framing = BodySink::Framing::Raw;

@@ -19,6 +19,7 @@
 #include "config/config.h"
 #include "core/log.h"
 #include "server/asio.h"
+#include "server/control.h"
 #include "server/snapshot.h"
 #include "server/worker.h"
 
@@ -124,6 +125,7 @@ class Gateway {
       workers_.back()->start(snap, std::move(per_worker[i]));
     }
     current_ = snap;
+    control_.start(snap);
     for (const auto& l : cfg.listeners) {
       log::info("listening on http://{} ({}), {} worker(s)", listener_key(l), l.name, n);
     }
@@ -152,6 +154,7 @@ class Gateway {
     signals.async_wait(on_signal);
     main_io.run();
 
+    control_.stop();
     for (auto& w : workers_) w->stop();
     workers_.clear();
     log::info("stopped");
@@ -185,7 +188,16 @@ class Gateway {
     }
     if (!loaded.ok()) return nullptr;
     log_started_ = true;
-    return compile_snapshot(std::move(*loaded.config), text, errors);
+    std::vector<std::string> warnings;
+    auto snap = compile_snapshot(std::move(*loaded.config), text, errors, warnings);
+    for (const auto& w : warnings) {
+      if (log_started_) {
+        log::warn("{}", w);
+      } else {
+        std::cerr << w << "\n";
+      }
+    }
+    return snap;
   }
 
   void reload() {
@@ -225,6 +237,7 @@ class Gateway {
     }
     keys_ = std::move(new_keys);
     current_ = snap;
+    control_.apply(snap);
     log::info("config reloaded, checksum {}, generation {}", snap->checksum, snap->generation);
   }
 
@@ -246,6 +259,7 @@ class Gateway {
   std::vector<std::unique_ptr<Worker>> workers_;
   std::set<std::string> keys_;
   std::shared_ptr<const Snapshot> current_;
+  Control control_;
   std::chrono::steady_clock::time_point deadline_;
 };
 

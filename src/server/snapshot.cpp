@@ -14,6 +14,8 @@ namespace {
 
 std::atomic<uint64_t> g_generation{0};
 
+}  // namespace
+
 bool is_ip_literal(const std::string& host) {
   in6_addr a6{};
   in_addr a4{};
@@ -41,6 +43,7 @@ std::string resolve(const std::string& host, std::string& error) {
   return buf;
 }
 
+namespace {
 std::string fnv1a_hex(const std::string& text) {
   uint64_t h = 1469598103934665603ull;
   for (unsigned char c : text) {
@@ -49,11 +52,16 @@ std::string fnv1a_hex(const std::string& text) {
   }
   return fmt::format("{:016x}", h);
 }
-
 }  // namespace
 
+upstream::StateRegistry& state_registry() {
+  static upstream::StateRegistry* registry = new upstream::StateRegistry();  // process lifetime
+  return *registry;
+}
+
 std::shared_ptr<const Snapshot> compile_snapshot(config::Config cfg, const std::string& source_text,
-                                                 std::vector<std::string>& errors) {
+                                                 std::vector<std::string>& errors,
+                                                 std::vector<std::string>& warnings) {
   auto snap = std::make_shared<Snapshot>();
   snap->config = std::move(cfg);
   const config::Config& c = snap->config;
@@ -62,20 +70,43 @@ std::shared_ptr<const Snapshot> compile_snapshot(config::Config cfg, const std::
   snap->loaded_at = std::chrono::system_clock::now();
 
   std::unordered_map<std::string, int> upstream_index;
+  upstream::StateRegistry& registry = state_registry();
   for (const auto& u : c.upstreams) {
     CompiledUpstream cu;
     cu.config = &u;
+    cu.counters = registry.counters(u.name);
+    cu.algorithm = upstream::parse_algorithm(u.balance).value_or(upstream::Algorithm::RoundRobin);
+    cu.outlier.consecutive_failures = u.outlier.consecutive_failures;
+    cu.outlier.ejection_time_ms = u.outlier.ejection_time.count();
+    cu.outlier.max_ejected_percent = u.outlier.max_ejected_percent;
     for (const auto& t : u.targets) {
-      std::string err;
-      std::string ip = resolve(t.host, err);
-      if (ip.empty()) {
-        errors.push_back(fmt::format("{}:{}:{}: cannot resolve target '{}': {}", c.file,
-                                     t.mark.line, t.mark.col, t.address, err));
-        continue;
+      CompiledTarget ct;
+      ct.address = t.address;
+      ct.host = t.host;
+      ct.port = t.port;
+      ct.weight = t.weight;
+      ct.state = registry.target(u.name, t.address);
+      ct.sticky_value =
+          fmt::format("{:016x}", upstream::hash_key(fmt::format("{}/{}", u.name, t.address)));
+      if (is_ip_literal(t.host)) {
+        ct.ip = t.host;
+        ct.key = ct.ip.find(':') != std::string::npos ? fmt::format("[{}]:{}", ct.ip, t.port)
+                                                      : fmt::format("{}:{}", ct.ip, t.port);
+      } else {
+        ct.dynamic = true;
+        if (ct.state->ip().empty()) {  // first sight: resolve now; the refresher keeps it fresh
+          std::string err;
+          std::string ip = resolve(t.host, err);
+          if (ip.empty()) {
+            warnings.push_back(
+                fmt::format("{}:{}:{}: target '{}' does not resolve yet ({}); it "
+                            "takes no traffic until it does",
+                            c.file, t.mark.line, t.mark.col, t.address, err));
+          }
+          ct.state->set_ip(ip);
+        }
       }
-      CompiledTarget ct{t.address, ip, t.port, t.weight, {}};
-      ct.key = ip.find(':') != std::string::npos ? fmt::format("[{}]:{}", ip, t.port)
-                                                 : fmt::format("{}:{}", ip, t.port);
+      cu.states.push_back(ct.state.get());
       cu.targets.push_back(std::move(ct));
     }
     upstream_index.emplace(u.name, static_cast<int>(snap->upstreams.size()));

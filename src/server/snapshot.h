@@ -18,20 +18,30 @@
 #include "config/config.h"
 #include "filters/filter.h"
 #include "router/router.h"
+#include "upstream/balancer.h"
+#include "upstream/target_state.h"
 
 namespace sluice::server {
 
 struct CompiledTarget {
   std::string address;  // as written in the config ("127.0.0.1:9001"): the admin/log name
-  std::string ip;       // resolved IP literal
+  std::string host;     // as written: an IP literal or a hostname
+  std::string ip;       // the IP literal; empty for a hostname (see `dynamic`)
   uint16_t port = 0;
   uint32_t weight = 1;
-  std::string key;  // "ip:port": connection pools are keyed by this, so they survive reloads
+  bool dynamic = false;      // a hostname: the current address is state->ip(), re-resolved by DNS
+  std::string key;           // pool key for IP targets ("ip:port"); pools survive reloads by it
+  std::string sticky_value;  // opaque cookie value naming this target (never the raw address)
+  std::shared_ptr<upstream::TargetState> state;  // shared by all workers, kept across reloads
 };
 
 struct CompiledUpstream {
   const config::Upstream* config = nullptr;
   std::vector<CompiledTarget> targets;
+  std::vector<upstream::TargetState*> states;  // targets[i].state.get(), for outlier bookkeeping
+  std::shared_ptr<upstream::UpstreamCounters> counters;
+  upstream::Algorithm algorithm = upstream::Algorithm::RoundRobin;
+  upstream::OutlierPolicy outlier;
 };
 
 struct CompiledRoute {
@@ -52,10 +62,19 @@ struct Snapshot {
   std::chrono::system_clock::time_point loaded_at;
 };
 
-// Compiles a validated config. Resolves hostname targets (blocking getaddrinfo: call it on the
-// main thread, never on a worker). Returns nullptr and fills `errors` when a target cannot be
-// resolved.
+bool is_ip_literal(const std::string& host);
+// Blocking getaddrinfo: the first address of `host`, or "" with `error` set.
+std::string resolve(const std::string& host, std::string& error);
+
+// The process-wide registry of target health/ejection/drain state (kept across reloads).
+upstream::StateRegistry& state_registry();
+
+// Compiles a validated config. Hostname targets get their first address with a blocking
+// getaddrinfo (so call this on the main thread, never on a worker); one that does not resolve
+// yet is logged and takes no traffic until the DNS refresher (control thread) resolves it.
+// Returns nullptr and fills `errors` on failure.
 std::shared_ptr<const Snapshot> compile_snapshot(config::Config cfg, const std::string& source_text,
-                                                 std::vector<std::string>& errors);
+                                                 std::vector<std::string>& errors,
+                                                 std::vector<std::string>& warnings);
 
 }  // namespace sluice::server

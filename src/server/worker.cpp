@@ -222,8 +222,12 @@ upstream::Balancer& Worker::balancer(size_t upstream_index) {
     balancers_.clear();
     for (const auto& u : snapshot_->upstreams) {
       std::vector<uint32_t> weights;
-      for (const auto& t : u.targets) weights.push_back(t.weight);
-      balancers_.push_back(std::make_unique<upstream::WeightedRoundRobin>(std::move(weights)));
+      std::vector<std::string> names;
+      for (const auto& t : u.targets) {
+        weights.push_back(t.weight);
+        names.push_back(t.address);
+      }
+      balancers_.push_back(upstream::make_balancer(u.algorithm, weights, names));
     }
     balancers_generation_ = snapshot_->generation;
   }

@@ -1,6 +1,8 @@
 #include "upstream/balancer.h"
 
 #include <algorithm>
+#include <string>
+#include <utility>
 
 #include "upstream/algorithms.h"
 

@@ -10,6 +10,7 @@
 // maps a given set of targets the same way, but a change of the set also moves some keys between
 // the remaining targets.
 #include <algorithm>
+#include <charconv>
 #include <numeric>
 
 #include "upstream/algorithms.h"
@@ -32,11 +33,17 @@ class RingHash final : public Balancer {
       uint32_t target;
     };
     std::vector<Point> ring;
+    ring.reserve(capped ? k_max_points + weights.size() : total_weight * k_points_per_weight);
     for (size_t i = 0; i < weights.size(); ++i) {
       const uint64_t n = capped ? std::max<uint64_t>(1, weights[i] * k_max_points / total_weight)
                                 : weights[i] * k_points_per_weight;
+      std::string point = names[i] + '#';  // "name#j", built in place: no allocation per point
+      const size_t prefix = point.size();
       for (uint64_t j = 0; j < n; ++j) {
-        ring.push_back({hash_key(names[i] + '#' + std::to_string(j)), uint32_t(i)});
+        char digits[20];
+        const auto end = std::to_chars(digits, digits + sizeof digits, j).ptr;
+        point.replace(prefix, std::string::npos, digits, size_t(end - digits));
+        ring.push_back({hash_key(point), uint32_t(i)});
       }
     }
     // Ties (a 64-bit collision) go by name, so the ring does not depend on the order of targets.

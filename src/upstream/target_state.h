@@ -41,6 +41,22 @@ struct TargetState {
   // DNS: 0 while a hostname target has never resolved (then it takes no traffic).
   std::atomic<bool> resolved{true};
 
+ private:
+  mutable std::mutex ip_mu_;
+  std::string ip_;
+
+ public:
+  // Current IP of a hostname target (DNS refreshes it); thread-safe.
+  std::string ip() const {
+    std::lock_guard lock(ip_mu_);
+    return ip_;
+  }
+  void set_ip(std::string ip) {
+    std::lock_guard lock(ip_mu_);
+    ip_ = std::move(ip);
+    resolved.store(!ip_.empty(), std::memory_order_relaxed);
+  }
+
   bool ejected(int64_t now_ms) const {
     return ejected_until_ms.load(std::memory_order_relaxed) > now_ms;
   }

@@ -256,8 +256,298 @@ TEST(ConfigTest, DocumentedButUnimplementedKeyIsNotSupportedYet) {
   EXPECT_EQ(only_diagnostic("listeners:\n  - { listen: 0.0.0.0:1883, protocol: mqtt }\n"),
             "sluice.yaml:2:39: listener protocol 'mqtt' is not supported in this version yet");
   EXPECT_EQ(only_diagnostic("listen: 0.0.0.0:80\nupstreams:\n  a: { targets: [1.2.3.4:80], "
-                            "balance: maglev }\nroutes: [{upstream: a}]\n"),
-            "sluice.yaml:3:40: balance 'maglev' is not supported in this version yet");
+                            "protocol: h2c }\nroutes: [{upstream: a}]\n"),
+            "sluice.yaml:3:41: upstream protocol 'h2c' is not supported in this version yet");
+  EXPECT_EQ(only_diagnostic("listen: 0.0.0.0:80\nupstreams:\n  a: { targets: [1.2.3.4:80], "
+                            "tls: { sni: a.internal } }\nroutes: [{upstream: a}]\n"),
+            "sluice.yaml:3:31: 'tls' is not supported in this version yet");
+  EXPECT_EQ(only_diagnostic("listen: 0.0.0.0:80\nupstreams:\n  a: { targets: [1.2.3.4:80], "
+                            "proxy_protocol: v2 }\nroutes: [{upstream: a}]\n"),
+            "sluice.yaml:3:31: 'proxy_protocol' is not supported in this version yet");
+}
+
+// ---- Upstream policies: balance, hash_on, sticky, health_check, outlier, retries, limits ------
+
+TEST(ConfigTest, UpstreamWithEveryPolicyKeyLoads) {
+  LoadResult result = load(R"(listen: 0.0.0.0:8080
+upstreams:
+  products:
+    targets: [127.0.0.1:9001, 127.0.0.1:9002]
+    balance: ring_hash
+    hash_on: header:X-User
+    sticky: { cookie: route_id, ttl: 30m }
+    health_check:
+      type: http
+      path: /ready
+      interval: 5s
+      timeout: 500ms
+      healthy: 3
+      unhealthy: 4
+      expect: [200-299, 304]
+    outlier:
+      consecutive_failures: 7
+      ejection_time: 1m
+      max_ejected: 25%
+    retries:
+      attempts: 3
+      on: [connect_failure, 503, 500, 503]
+      methods: all
+      budget: 10%
+    max_connections: 500
+    max_pending: 0
+  by-cookie: { targets: [127.0.0.1:9003], balance: maglev, hash_on: "cookie:Session" }
+  by-consumer: { targets: [127.0.0.1:9004], balance: ring_hash, hash_on: consumer }
+  by-path: { targets: [127.0.0.1:9005], balance: maglev, hash_on: path }
+routes:
+  - { match: { path: /a }, upstream: products }
+  - { match: { path: /b }, upstream: by-cookie }
+  - { match: { path: /c }, upstream: by-consumer }
+  - { match: { path: /d }, upstream: by-path }
+)");
+  ASSERT_TRUE(result.ok()) << ::testing::PrintToString(messages(result));
+  EXPECT_TRUE(result.diagnostics.empty()) << ::testing::PrintToString(messages(result));
+  const Upstream& u = result.config->upstreams[0];
+  EXPECT_EQ(u.balance, "ring_hash");
+  EXPECT_EQ(u.hash_on.kind, HashOn::Kind::Header);
+  EXPECT_EQ(u.hash_on.name, "x-user");
+  EXPECT_EQ(u.hash_on.mark.line, 6);
+  EXPECT_TRUE(u.sticky.enabled);
+  EXPECT_EQ(u.sticky.cookie, "route_id");
+  EXPECT_EQ(u.sticky.ttl, 30min);
+  EXPECT_TRUE(u.health_check.enabled);
+  EXPECT_EQ(u.health_check.type, HealthCheck::Type::Http);
+  EXPECT_EQ(u.health_check.path, "/ready");
+  EXPECT_EQ(u.health_check.interval, 5s);
+  EXPECT_EQ(u.health_check.timeout, 500ms);
+  EXPECT_EQ(u.health_check.healthy, 3);
+  EXPECT_EQ(u.health_check.unhealthy, 4);
+  EXPECT_EQ(u.health_check.expect, (std::vector<std::pair<int, int>>{{200, 299}, {304, 304}}));
+  EXPECT_EQ(u.outlier.consecutive_failures, 7);
+  EXPECT_EQ(u.outlier.ejection_time, 1min);
+  EXPECT_EQ(u.outlier.max_ejected_percent, 25);
+  EXPECT_EQ(u.retries.attempts, 3);
+  EXPECT_TRUE(u.retries.on_connect_failure);
+  EXPECT_FALSE(u.retries.on_reset);
+  EXPECT_EQ(u.retries.on_status, (std::vector<int>{503, 500}));
+  EXPECT_TRUE(u.retries.all_methods);
+  EXPECT_EQ(u.retries.budget_percent, 10);
+  EXPECT_EQ(u.max_connections, 500u);
+  EXPECT_EQ(u.max_pending, 0u);
+
+  const Upstream& by_cookie = result.config->upstreams[1];
+  EXPECT_EQ(by_cookie.balance, "maglev");
+  EXPECT_EQ(by_cookie.hash_on.kind, HashOn::Kind::Cookie);
+  EXPECT_EQ(by_cookie.hash_on.name, "Session");  // cookie names keep their case
+  EXPECT_EQ(result.config->upstreams[2].hash_on.kind, HashOn::Kind::Consumer);
+  EXPECT_EQ(result.config->upstreams[3].hash_on.kind, HashOn::Kind::Path);
+}
+
+TEST(ConfigTest, UpstreamPoliciesDefaultToTheSpec) {
+  LoadResult result = load(R"(listen: 0.0.0.0:8080
+upstreams:
+  a: [127.0.0.1:9001]
+  hashed: { targets: [127.0.0.1:9002], balance: maglev }
+  b: { targets: [127.0.0.1:9003], balance: least_conn }
+  c: { targets: [127.0.0.1:9004], balance: p2c }
+  d: { targets: [127.0.0.1:9005], balance: random }
+  e: { targets: [127.0.0.1:9006], balance: round_robin }
+routes:
+  - split: [{ upstream: a }, { upstream: hashed }, { upstream: b }, { upstream: c },
+            { upstream: d }, { upstream: e }]
+)");
+  ASSERT_TRUE(result.ok()) << ::testing::PrintToString(messages(result));
+  EXPECT_TRUE(result.diagnostics.empty()) << ::testing::PrintToString(messages(result));
+  const Upstream& u = result.config->upstreams[0];
+  EXPECT_EQ(u.balance, "round_robin");
+  EXPECT_FALSE(u.sticky.enabled);
+  EXPECT_FALSE(u.health_check.enabled);
+  EXPECT_EQ(u.health_check.expect, (std::vector<std::pair<int, int>>{{200, 399}}));
+  EXPECT_EQ(u.outlier.consecutive_failures, 5);
+  EXPECT_EQ(u.outlier.ejection_time, 30s);
+  EXPECT_EQ(u.outlier.max_ejected_percent, 50);
+  EXPECT_EQ(u.retries.attempts, 1);
+  EXPECT_TRUE(u.retries.on_connect_failure);
+  EXPECT_TRUE(u.retries.on_reset);
+  EXPECT_EQ(u.retries.on_status, (std::vector<int>{502, 503, 504}));
+  EXPECT_FALSE(u.retries.all_methods);
+  EXPECT_EQ(u.retries.budget_percent, 20);
+  EXPECT_EQ(u.max_connections, 1024u);
+  EXPECT_EQ(u.max_pending, 256u);
+  // ring_hash / maglev without hash_on hash the client address, and that is no warning.
+  const Upstream& hashed = result.config->upstreams[1];
+  EXPECT_EQ(hashed.hash_on.kind, HashOn::Kind::Ip);
+  EXPECT_EQ(hashed.hash_on.mark.line, 0);
+  EXPECT_EQ(result.config->upstreams[2].balance, "least_conn");
+  EXPECT_EQ(result.config->upstreams[3].balance, "p2c");
+  EXPECT_EQ(result.config->upstreams[4].balance, "random");
+}
+
+TEST(ConfigTest, UpstreamPolicyShorthands) {
+  LoadResult result = load(R"(listen: 0.0.0.0:8080
+upstreams:
+  a:
+    targets: [127.0.0.1:9001]
+    sticky: true
+    outlier: off
+    health_check: { type: tcp }
+  b: { targets: [127.0.0.1:9002], sticky: {}, outlier: false, retries: { attempts: 0 } }
+  c: { targets: [127.0.0.1:9003], sticky: false, outlier: on, retries: { on: 502 } }
+routes:
+  - split: [{ upstream: a }, { upstream: b }, { upstream: c }]
+)");
+  ASSERT_TRUE(result.ok()) << ::testing::PrintToString(messages(result));
+  EXPECT_TRUE(result.diagnostics.empty()) << ::testing::PrintToString(messages(result));
+  const Upstream& a = result.config->upstreams[0];
+  EXPECT_TRUE(a.sticky.enabled);
+  EXPECT_EQ(a.sticky.cookie, "sluice_affinity");
+  EXPECT_EQ(a.sticky.ttl, 1h);
+  EXPECT_EQ(a.outlier.consecutive_failures, 0);
+  EXPECT_TRUE(a.health_check.enabled);
+  EXPECT_EQ(a.health_check.type, HealthCheck::Type::Tcp);
+  EXPECT_EQ(a.health_check.interval, 2s);
+  EXPECT_EQ(a.health_check.healthy, 2);
+  EXPECT_EQ(a.health_check.unhealthy, 3);
+  const Upstream& b = result.config->upstreams[1];
+  EXPECT_TRUE(b.sticky.enabled);
+  EXPECT_EQ(b.sticky.cookie, "sluice_affinity");
+  EXPECT_EQ(b.outlier.consecutive_failures, 0);
+  EXPECT_EQ(b.retries.attempts, 0);
+  const Upstream& c = result.config->upstreams[2];
+  EXPECT_FALSE(c.sticky.enabled);
+  EXPECT_EQ(c.outlier.consecutive_failures, 5);
+  EXPECT_FALSE(c.retries.on_connect_failure);  // an `on` list replaces the default one
+  EXPECT_FALSE(c.retries.on_reset);
+  EXPECT_EQ(c.retries.on_status, (std::vector<int>{502}));
+}
+
+// An upstream `a` with its targets on line 4; `body` (indented by 4) starts on line 5.
+std::string upstream_with(const std::string& body) {
+  return "listen: 0.0.0.0:80\nupstreams:\n  a:\n    targets: [1.2.3.4:80]\n" + body +
+         "routes: [{ upstream: a }]\n";
+}
+
+TEST(ConfigTest, BadBalance) {
+  EXPECT_EQ(only_diagnostic(upstream_with("    balance: least_con\n")),
+            "sluice.yaml:5:14: unknown balance 'least_con' (did you mean 'least_conn'?)");
+  EXPECT_EQ(only_diagnostic(upstream_with("    balance: fastest\n")),
+            "sluice.yaml:5:14: unknown balance 'fastest' (expected round_robin, least_conn, p2c, "
+            "ring_hash, maglev or random)");
+}
+
+TEST(ConfigTest, BadHashOn) {
+  EXPECT_EQ(only_diagnostic(upstream_with("    balance: ring_hash\n    hash_on: hedaer:x-user\n")),
+            "sluice.yaml:6:14: unknown hash_on 'hedaer:x-user' (did you mean 'header:x-user'?)");
+  EXPECT_EQ(only_diagnostic(upstream_with("    balance: maglev\n    hash_on: source\n")),
+            "sluice.yaml:6:14: unknown hash_on 'source' (expected ip, header:NAME, cookie:NAME, "
+            "consumer or path)");
+  EXPECT_EQ(only_diagnostic(upstream_with("    balance: maglev\n    hash_on: header\n")),
+            "sluice.yaml:6:14: hash_on 'header' needs a name: header:NAME");
+  EXPECT_EQ(only_diagnostic(upstream_with("    balance: maglev\n    hash_on: \"cookie:a b\"\n")),
+            "sluice.yaml:6:14: invalid cookie name 'a b' in 'hash_on'");
+  EXPECT_EQ(only_diagnostic(upstream_with("    balance: maglev\n    hash_on: ip:v4\n")),
+            "sluice.yaml:6:14: hash_on 'ip' takes no name, got 'ip:v4'");
+}
+
+TEST(ConfigTest, HashOnWithABalanceThatDoesNotHashIsAWarning) {
+  LoadResult result = load(upstream_with("    balance: least_conn\n    hash_on: consumer\n"));
+  ASSERT_TRUE(result.ok()) << ::testing::PrintToString(messages(result));
+  EXPECT_EQ(messages(result),
+            (std::vector<std::string>{"sluice.yaml:6:5: warning: 'hash_on' has no effect with "
+                                      "balance 'least_conn' (only ring_hash and maglev hash "
+                                      "requests)"}));
+  EXPECT_EQ(result.diagnostics[0].severity, Diagnostic::Severity::Warning);
+  // The default balance (round_robin) does not hash either.
+  result = load(upstream_with("    hash_on: ip\n"));
+  ASSERT_TRUE(result.ok());
+  EXPECT_EQ(messages(result),
+            (std::vector<std::string>{"sluice.yaml:5:5: warning: 'hash_on' has no effect with "
+                                      "balance 'round_robin' (only ring_hash and maglev hash "
+                                      "requests)"}));
+}
+
+TEST(ConfigTest, BadSticky) {
+  EXPECT_EQ(only_diagnostic(upstream_with("    sticky: { cookie: \"a;b\" }\n")),
+            "sluice.yaml:5:23: invalid cookie name 'a;b'");
+  EXPECT_EQ(only_diagnostic(upstream_with("    sticky: { ttl: 0s }\n")),
+            "sluice.yaml:5:20: 'ttl' must be longer than 0");
+  EXPECT_EQ(only_diagnostic(upstream_with("    sticky: yes\n")),
+            "sluice.yaml:5:13: 'sticky' must be a map, true/on or false/off, got 'yes'");
+  EXPECT_EQ(only_diagnostic(upstream_with("    sticky: { cokie: x }\n")),
+            "sluice.yaml:5:15: unknown key 'cokie' in 'sticky' (did you mean 'cookie'?)");
+}
+
+TEST(ConfigTest, BadHealthCheck) {
+  EXPECT_EQ(only_diagnostic(upstream_with("    health_check:\n      type: tcp\n"
+                                          "      path: /healthz\n")),
+            "sluice.yaml:7:7: 'path' is only for type http: a tcp health check only connects");
+  EXPECT_EQ(only_diagnostic(upstream_with("    health_check: { path: healthz }\n")),
+            "sluice.yaml:5:27: 'path' must start with '/', got 'healthz'");
+  EXPECT_EQ(only_diagnostic(upstream_with("    health_check: { type: udp }\n")),
+            "sluice.yaml:5:27: unknown health check type 'udp' (did you mean 'tcp'?)");
+  EXPECT_EQ(only_diagnostic(upstream_with("    health_check: { unhealthy: 0 }\n")),
+            "sluice.yaml:5:32: 'unhealthy' must be an integer from 1 to 100, got '0'");
+  EXPECT_EQ(only_diagnostic(upstream_with("    health_check: { interval: 0ms }\n")),
+            "sluice.yaml:5:31: 'interval' must be longer than 0");
+  EXPECT_EQ(only_diagnostic(upstream_with("    health_check: { expect: [200, 399-200] }\n")),
+            "sluice.yaml:5:35: invalid status range '399-200' in 'expect': 399 is greater than "
+            "200");
+  EXPECT_EQ(only_diagnostic(upstream_with("    health_check: { expect: [200-600] }\n")),
+            "sluice.yaml:5:30: invalid status '200-600' in 'expect': codes are from 100 to 599");
+  EXPECT_EQ(only_diagnostic(upstream_with("    health_check: { expect: 2xx }\n")),
+            "sluice.yaml:5:29: invalid status '2xx' in 'expect' (expected a code like 204 or a "
+            "range like 200-399)");
+  EXPECT_EQ(only_diagnostic(upstream_with("    health_check: { expect: [] }\n")),
+            "sluice.yaml:5:29: 'expect' needs at least one status");
+}
+
+TEST(ConfigTest, HealthCheckTimeoutNotShorterThanIntervalIsAWarning) {
+  LoadResult result =
+      load(upstream_with("    health_check:\n      interval: 1s\n      timeout: 1500ms\n"));
+  ASSERT_TRUE(result.ok()) << ::testing::PrintToString(messages(result));
+  EXPECT_EQ(messages(result),
+            (std::vector<std::string>{
+                "sluice.yaml:5:5: warning: health check 'timeout' (1500ms) is not shorter than "
+                "its 'interval' (1s): a check may still be waiting when the next one is due"}));
+}
+
+TEST(ConfigTest, BadOutlier) {
+  EXPECT_EQ(only_diagnostic(upstream_with("    outlier: { max_ejected: 150% }\n")),
+            "sluice.yaml:5:29: 'max_ejected' must be a percentage from 0% to 100%, got '150%'");
+  EXPECT_EQ(only_diagnostic(upstream_with("    outlier: { max_ejected: 50 }\n")),
+            "sluice.yaml:5:29: 'max_ejected' must be a percentage from 0% to 100%, got '50'");
+  EXPECT_EQ(only_diagnostic(upstream_with("    outlier: { consecutive_failures: 1001 }\n")),
+            "sluice.yaml:5:38: 'consecutive_failures' must be an integer from 0 to 1000, got "
+            "'1001'");
+  EXPECT_EQ(only_diagnostic(upstream_with("    outlier: disabled\n")),
+            "sluice.yaml:5:14: 'outlier' must be a map, true/on or false/off, got 'disabled'");
+}
+
+TEST(ConfigTest, BadRetries) {
+  EXPECT_EQ(only_diagnostic(upstream_with("    retries: { attempts: 11 }\n")),
+            "sluice.yaml:5:26: 'attempts' must be an integer from 0 to 10, got '11'");
+  EXPECT_EQ(only_diagnostic(upstream_with("    retries: { on: [reset, timeout] }\n")),
+            "sluice.yaml:5:28: unknown retry condition 'timeout' (expected connect_failure, "
+            "reset or a 5xx status code)");
+  EXPECT_EQ(only_diagnostic(upstream_with("    retries: { on: [connect_fail] }\n")),
+            "sluice.yaml:5:21: unknown retry condition 'connect_fail' (did you mean "
+            "'connect_failure'?)");
+  EXPECT_EQ(only_diagnostic(upstream_with("    retries: { on: [502, 404] }\n")),
+            "sluice.yaml:5:26: retry condition '404' is not a 5xx status code");
+  EXPECT_EQ(only_diagnostic(upstream_with("    retries: { on: [] }\n")),
+            "sluice.yaml:5:20: 'on' needs at least one condition ('attempts: 0' turns retries "
+            "off)");
+  EXPECT_EQ(only_diagnostic(upstream_with("    retries: { methods: safe }\n")),
+            "sluice.yaml:5:25: unknown retry methods 'safe' (expected idempotent or all)");
+  EXPECT_EQ(only_diagnostic(upstream_with("    retries: { budget: 101% }\n")),
+            "sluice.yaml:5:24: 'budget' must be a percentage from 0% to 100%, got '101%'");
+}
+
+TEST(ConfigTest, BadConnectionLimits) {
+  EXPECT_EQ(only_diagnostic(upstream_with("    max_connections: 0\n")),
+            "sluice.yaml:5:22: 'max_connections' must be an integer from 1 to 1000000, got '0'");
+  EXPECT_EQ(only_diagnostic(upstream_with("    max_pending: 1000001\n")),
+            "sluice.yaml:5:18: 'max_pending' must be an integer from 0 to 1000000, got "
+            "'1000001'");
 }
 
 TEST(ConfigTest, BadDuration) {
