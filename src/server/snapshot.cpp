@@ -109,6 +109,16 @@ std::shared_ptr<const Snapshot> compile_snapshot(config::Config cfg, const std::
       cu.states.push_back(ct.state.get());
       cu.targets.push_back(std::move(ct));
     }
+    if (cu.algorithm == upstream::Algorithm::RingHash ||
+        cu.algorithm == upstream::Algorithm::Maglev) {
+      std::vector<uint32_t> weights;
+      std::vector<std::string> names;
+      for (const auto& t : cu.targets) {
+        weights.push_back(t.weight);
+        names.push_back(t.address);
+      }
+      cu.shared_balancer = upstream::make_balancer(cu.algorithm, weights, names);
+    }
     upstream_index.emplace(u.name, static_cast<int>(snap->upstreams.size()));
     snap->upstreams.push_back(std::move(cu));
   }

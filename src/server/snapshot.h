@@ -42,6 +42,9 @@ struct CompiledUpstream {
   std::shared_ptr<upstream::UpstreamCounters> counters;
   upstream::Algorithm algorithm = upstream::Algorithm::RoundRobin;
   upstream::OutlierPolicy outlier;
+  // ring_hash and maglev: built once here (milliseconds of work, off the workers) and shared
+  // read-only by every worker; their pick() does not mutate. Null for stateful algorithms.
+  std::shared_ptr<upstream::Balancer> shared_balancer;
 };
 
 struct CompiledRoute {

@@ -220,14 +220,20 @@ asio::awaitable<void> Worker::housekeeping() {
 upstream::Balancer& Worker::balancer(size_t upstream_index) {
   if (balancers_generation_ != snapshot_->generation) {
     balancers_.clear();
+    owned_balancers_.clear();
     for (const auto& u : snapshot_->upstreams) {
+      if (u.shared_balancer) {  // immutable (ring_hash, maglev): one table for all workers
+        balancers_.push_back(u.shared_balancer.get());
+        continue;
+      }
       std::vector<uint32_t> weights;
       std::vector<std::string> names;
       for (const auto& t : u.targets) {
         weights.push_back(t.weight);
         names.push_back(t.address);
       }
-      balancers_.push_back(upstream::make_balancer(u.algorithm, weights, names));
+      owned_balancers_.push_back(upstream::make_balancer(u.algorithm, weights, names));
+      balancers_.push_back(owned_balancers_.back().get());
     }
     balancers_generation_ = snapshot_->generation;
   }

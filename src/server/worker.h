@@ -138,7 +138,10 @@ class Worker {
   std::thread thread_;
   std::shared_ptr<const Snapshot> snapshot_;
   std::map<std::string, std::shared_ptr<tcp::acceptor>> acceptors_;
-  std::vector<std::unique_ptr<upstream::Balancer>> balancers_;
+  // Per-worker balancer state (round robin positions...), rebuilt when the snapshot changes;
+  // hash balancers are immutable tables shared from the snapshot.
+  std::vector<upstream::Balancer*> balancers_;
+  std::vector<std::unique_ptr<upstream::Balancer>> owned_balancers_;
   uint64_t balancers_generation_ = 0;
   UpstreamPool pool_;
   BufferPool buffers_;
