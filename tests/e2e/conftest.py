@@ -296,7 +296,7 @@ class Backend:
     records them and answers with `handler(request) -> Reply`. The default handler answers 200
     with a JSON body naming the backend, the method and the target."""
 
-    def __init__(self, name: str = "backend"):
+    def __init__(self, name: str = "backend", port: int = 0):
         self.name = name
         self.handler: Callable[[RecordedRequest], Reply] = self.default_reply
         self.store_bodies = True
@@ -312,7 +312,7 @@ class Backend:
         self._ids = itertools.count(1)
         self.listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.listener.bind((HOST, 0))
+        self.listener.bind((HOST, port))   # a fixed port: a backend started again where it was
         self.listener.listen(256)
         self.port = self.listener.getsockname()[1]
         self.address = f"{HOST}:{self.port}"
@@ -527,8 +527,8 @@ class Backend:
 def backend_factory():
     started: list[Backend] = []
 
-    def make(name: str = "backend") -> Backend:
-        b = Backend(name)
+    def make(name: str = "backend", port: int = 0) -> Backend:
+        b = Backend(name, port)
         started.append(b)
         return b
 
