@@ -77,9 +77,10 @@ for t in nginx-rr haproxy-rr sluice-rr; do
   wrk_pid=$!
   sleep "$KILL_AT"
   kill -KILL "${BACKEND_PID[9303]}"
+  wait "${BACKEND_PID[9303]}" 2>/dev/null || true
   wait "$wrk_pid" || true
   reqs=$(awk '/requests in/{print $1}' "$OUT/kill-$t.txt")
-  sock=$(grep -oE 'Socket errors: connect [0-9]+, read [0-9]+, write [0-9]+, timeout [0-9]+' "$OUT/kill-$t.txt" | grep -oE '[0-9]+' | awk '{ s += $1 } END { print s + 0 }')
+  sock=$({ grep -oE 'Socket errors: connect [0-9]+, read [0-9]+, write [0-9]+, timeout [0-9]+' "$OUT/kill-$t.txt" || true; } | { grep -oE '[0-9]+' || true; } | awk '{ s += $1 } END { print s + 0 }')
   bad=$(grep -oE 'Non-2xx or 3xx responses: [0-9]+' "$OUT/kill-$t.txt" | grep -oE '[0-9]+$' || true)
   failed=$(( ${sock:-0} + ${bad:-0} ))
   awk -v t="$t" -v r="$reqs" -v f="$failed" 'BEGIN { printf "| %s | %d | %d | %.3f%% |\n", t, r, f, (r ? 100 * f / r : 0) }'

@@ -925,6 +925,7 @@ asio::awaitable<HttpSession::Next> HttpSession::forward(const CompiledUpstream& 
   const CompiledTarget* target = nullptr;
   Hold target_load, retry_hold;
   bool continue_sent = false;
+  bool budget_exempt = false;  // the previous attempt failed to connect
   bool body_read = false;      // the client's body has been consumed
   bool replay_ok = !has_body;  // the body is in xs_->replay and can be sent again
   xs_->replay.clear();
@@ -958,13 +959,16 @@ asio::awaitable<HttpSession::Next> HttpSession::forward(const CompiledUpstream& 
       if (!pick) pick = worker_.balancer(up_index).pick(ctx, excluded);  // all tried: reuse one
     }
     if (!pick) break;
-    if (attempt > 0) {
-      // Retry budget: retries in flight <= max(3, budget% of requests in flight).
+    if (attempt > 0 && !budget_exempt) {
+      // Retry budget: retries in flight <= max(3, budget% of requests in flight). A retry after
+      // a refused/failed connect is exempt: it cannot add load to a struggling target (nothing
+      // reached any application), and it is still bounded by `attempts`.
       int64_t allowed = std::max<int64_t>(
           3, counters.requests.load(std::memory_order_relaxed) * rc.budget_percent / 100);
       if (counters.retries.load(std::memory_order_relaxed) >= allowed) break;
       retry_hold = Hold(counters.retries);
     }
+    budget_exempt = false;
     target = &up.targets[*pick];
     tried[*pick] = true;
     ++xs_->log.attempts;
@@ -986,7 +990,10 @@ asio::awaitable<HttpSession::Next> HttpSession::forward(const CompiledUpstream& 
         upstream::record_outcome(*target->state, up.states, up.outlier, true,
                                  upstream::steady_now_ms());
         conn.reset();
-        if (rc.on_connect_failure) continue;
+        if (rc.on_connect_failure) {
+          budget_exempt = true;
+          continue;
+        }
         break;
       }
     }

@@ -289,6 +289,7 @@ class Reply:
 
 
 STREAM_BLOCK = bytes(range(256)) * 256  # 64 KiB of a known pattern
+HEALTH_CHECK_AGENT = "sluice-health-check"  # the User-Agent of the gateway's active health checks
 
 
 class Backend:
@@ -342,6 +343,23 @@ class Backend:
     def last(self) -> RecordedRequest:
         assert self.requests, f"{self.name} received no request"
         return self.requests[-1]
+
+    def proxied(self) -> list[RecordedRequest]:
+        """What clients sent through the gateway: every request but the gateway's health checks."""
+        with self.cond:
+            return [r for r in self.requests if r.header("user-agent") != HEALTH_CHECK_AGENT]
+
+    def health_checks(self) -> list[RecordedRequest]:
+        with self.cond:
+            return [r for r in self.requests if r.header("user-agent") == HEALTH_CHECK_AGENT]
+
+    def wait_proxied(self, n: int, timeout: float = 5.0) -> list[RecordedRequest]:
+        with self.cond:
+            def enough():
+                return sum(r.header("user-agent") != HEALTH_CHECK_AGENT for r in self.requests) >= n
+            if not self.cond.wait_for(enough, timeout):
+                raise AssertionError(f"{self.name}: fewer than {n} proxied requests after {timeout}s")
+        return self.proxied()
 
     def reset(self):
         with self.cond:
@@ -623,6 +641,15 @@ class Gateway:
                     entries.append(json.loads(line))
         return entries
 
+    def error_messages(self, containing: str = "") -> list[str]:
+        return [e.get("msg", "") for e in self.error_log() if containing in e.get("msg", "")]
+
+    def wait_error_log(self, containing: str, timeout: float = 5.0) -> dict:
+        """The first error-log entry whose message contains `containing`, waiting up to `timeout`."""
+        def find():
+            return next((e for e in self.error_log() if containing in e.get("msg", "")), None)
+        return wait_for(find, timeout, what=f"{containing!r} in the error log")
+
     def sanitizer_report(self) -> str | None:
         text = self.stderr() + self.stdout()
         for marker in SANITIZER_MARKERS:
@@ -826,3 +853,104 @@ def nginx(tmp_path):
     n = Nginx(tmp_path)
     yield n
     n.stop()
+
+
+# --------------------------------------------------------------------------------------------
+# steady client load
+
+
+@dataclass
+class Outcome:
+    """One client request of a ClientLoad: what the client got back (or the exception)."""
+    started: float           # time.monotonic()
+    ended: float
+    path: str
+    status: int | None = None
+    backend: str | None = None    # the "backend" of the default reply's JSON body
+    request_id: str | None = None
+    error: str | None = None      # a client-side failure (connection reset, timeout, ...)
+
+    @property
+    def ok(self) -> bool:
+        return self.status == 200 and self.error is None
+
+
+class ClientLoad:
+    """`threads` clients, each on its own keep-alive connection, sending GET /load/<thread>/<n>
+    back to back until stop(); every outcome is recorded. Bounded: stop() ends it, and the test
+    fixture stops it when a test forgot."""
+
+    def __init__(self, gateway: "Gateway", threads: int = 4, timeout: float = 5.0):
+        self.gateway = gateway
+        self.timeout = timeout
+        self.outcomes: list[Outcome] = []
+        self.lock = threading.Lock()
+        self.stopping = threading.Event()
+        self.workers = [threading.Thread(target=self._run, args=(i,), daemon=True, name=f"load{i}")
+                        for i in range(threads)]
+
+    def start(self) -> "ClientLoad":
+        for t in self.workers:
+            t.start()
+        return self
+
+    def _run(self, index: int):
+        import requests
+        session = requests.Session()
+        session.trust_env = False
+        n = 0
+        try:
+            while not self.stopping.is_set():
+                path = f"/load/{index}/{n}"
+                n += 1
+                o = Outcome(time.monotonic(), 0.0, path)
+                try:
+                    r = session.get(self.gateway.url(path), timeout=self.timeout)
+                    o.status = r.status_code
+                    o.request_id = r.headers.get("x-request-id")
+                    with contextlib.suppress(ValueError, AttributeError, TypeError):
+                        o.backend = r.json().get("backend")
+                except Exception as e:  # noqa: BLE001 - every client failure is an outcome
+                    o.error = f"{type(e).__name__}: {e}"
+                o.ended = time.monotonic()
+                with self.lock:
+                    self.outcomes.append(o)
+        finally:
+            session.close()
+
+    def snapshot(self) -> list[Outcome]:
+        with self.lock:
+            return list(self.outcomes)
+
+    def answered_by(self, backend_name: str, since: float = 0.0) -> int:
+        return sum(1 for o in self.snapshot() if o.backend == backend_name and o.started >= since)
+
+    def wait_answered_by(self, backend_name: str, n: int, since: float = 0.0, timeout: float = 5.0):
+        wait_for(lambda: self.answered_by(backend_name, since) >= n, timeout,
+                 what=f"{n} answers from {backend_name}")
+
+    def run_for(self, seconds: float):
+        """Lets the load run on for a while: the point is what happens during that time."""
+        self.stopping.wait(seconds)
+
+    def stop(self) -> list[Outcome]:
+        self.stopping.set()
+        for t in self.workers:
+            if t.is_alive():
+                t.join(timeout=self.timeout + 5)
+        return self.snapshot()
+
+
+@pytest.fixture
+def client_load():
+    """start(gateway, threads=4) -> a running ClientLoad; stopped at the end of the test."""
+    started: list[ClientLoad] = []
+
+    def start(gateway, threads: int = 4) -> ClientLoad:
+        load = ClientLoad(gateway, threads).start()
+        started.append(load)
+        return load
+
+    yield start
+    for load in started:
+        load.stop()
