@@ -285,7 +285,7 @@ struct ExchangeScratch {
   std::string replay;         // the request body, kept for retries (up to kReplayLimit)
   std::string sticky_cookie;  // Set-Cookie value when the exchange (re-)pins a sticky client
   std::vector<uint32_t> load;
-  std::vector<bool> excluded;
+  std::vector<bool> excluded, tried, fresh;
 };
 
 // Per-worker free list of ExchangeScratch (thread_local: one per worker thread).
@@ -917,7 +917,8 @@ asio::awaitable<HttpSession::Next> HttpSession::forward(const CompiledUpstream& 
   // was sent); a reset, a timeout or a listed 5xx only for retryable methods whose body could be
   // replayed, and only while the retry budget allows.
   const int max_tries = 1 + std::max(0, rc.attempts);
-  std::vector<bool> tried(up.targets.size(), false);
+  std::vector<bool>& tried = xs_->tried;
+  tried.assign(up.targets.size(), false);
   std::vector<bool>& excluded = xs_->excluded;
   const int64_t now_ms = upstream::steady_now_ms();
   Error last{Source::Upstream, ErrorKind::NoTarget};
@@ -953,7 +954,8 @@ asio::awaitable<HttpSession::Next> HttpSession::forward(const CompiledUpstream& 
       pick = sticky_pick;
       set_sticky = false;
     } else {
-      std::vector<bool> fresh = excluded;
+      std::vector<bool>& fresh = xs_->fresh;
+      fresh.assign(excluded.begin(), excluded.end());
       for (size_t i = 0; i < tried.size(); ++i) fresh[i] = fresh[i] || tried[i];
       pick = worker_.balancer(up_index).pick(ctx, fresh);
       if (!pick) pick = worker_.balancer(up_index).pick(ctx, excluded);  // all tried: reuse one
@@ -976,8 +978,13 @@ asio::awaitable<HttpSession::Next> HttpSession::forward(const CompiledUpstream& 
     target_load = Hold(target->state->in_flight);
 
     // Connect (or reuse).
-    std::string ip = target->dynamic ? target->state->ip() : target->ip;
-    std::string key = target->dynamic ? fmt::format("{}|{}", target->address, ip) : target->key;
+    std::string dynamic_ip, dynamic_key;
+    if (target->dynamic) {
+      dynamic_ip = target->state->ip();
+      dynamic_key = fmt::format("{}|{}", target->address, dynamic_ip);
+    }
+    const std::string& ip = target->dynamic ? dynamic_ip : target->ip;
+    const std::string& key = target->dynamic ? dynamic_key : target->key;
     const bool replayable = replay_ok && method_retryable;
     conn = worker_.pool().acquire(key, uc.timeouts.idle, replayable);
     bool reused = conn != nullptr;

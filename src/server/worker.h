@@ -134,7 +134,10 @@ class Worker {
   int id_;
   // Destroyed explicitly in ~Worker after the acceptors and pools that use it and before the
   // pools that coroutine frames of still-open connections give their buffers back to.
-  std::unique_ptr<asio::io_context> io_ = std::make_unique<asio::io_context>(1);
+  // UNSAFE_IO: no locking in the reactor; every I/O object of this loop is used only on its
+  // thread (cross-thread calls go through asio::post, which stays locked).
+  std::unique_ptr<asio::io_context> io_ =
+      std::make_unique<asio::io_context>(BOOST_ASIO_CONCURRENCY_HINT_UNSAFE_IO);
   std::thread thread_;
   std::shared_ptr<const Snapshot> snapshot_;
   std::map<std::string, std::shared_ptr<tcp::acceptor>> acceptors_;
