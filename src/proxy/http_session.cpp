@@ -318,8 +318,11 @@ class HttpSession final : public server::Session {
     error_code ec;
     auto ep = socket_.remote_endpoint(ec);
     if (!ec) {
-      client_ip_ = ep.address().to_string();
-      client_port_ = ep.port();
+      auto addr = ep.address();
+      if (addr.is_v6() && addr.to_v6().is_v4_mapped()) {  // a dual-stack listener's IPv4 client
+        addr = asio::ip::make_address_v4(asio::ip::v4_mapped, addr.to_v6());
+      }
+      client_ip_ = addr.to_string();
     }
     worker_.add_session(this);
   }
@@ -380,7 +383,6 @@ class HttpSession final : public server::Session {
   tcp::socket socket_;
   std::string listener_name_;
   std::string client_ip_;
-  uint16_t client_port_ = 0;
   Watchdog down_wd_;
   Watchdog up_wd_;
   std::shared_ptr<const Snapshot> snap_;
@@ -396,7 +398,6 @@ class HttpSession final : public server::Session {
   bool served_any_ = false;
   std::array<char, 512> idle_buf_;
   bool close_after_ = false;  // set when the request body was not fully consumed, or draining
-  bool response_started_ = false;
 
   const CompiledRoute* route_ = nullptr;
   std::optional<Duration> route_timeout_;
@@ -491,8 +492,6 @@ asio::awaitable<void> HttpSession::send_parse_error(int status, std::string_view
   fmt::format_to(std::back_inserter(xs_->request_id), "{:016x}{:016x}", worker_.random(),
                  worker_.random());
   xs_->log.error = reason;
-  Error e{Source::Downstream, ErrorKind::BadRequest};
-  (void)e;
   log::info("{}: {} from {} ({})", status, reason, client_ip_, listener_name_);
   std::string body = fmt::format(R"({{"error":"{}","status":{},"request_id":"{}"}})", reason,
                                  status, xs_->request_id);
@@ -528,7 +527,8 @@ asio::awaitable<void> HttpSession::send_local(
   }
   if (close) xs_->out += "\r\nconnection: close";
   xs_->out += "\r\n\r\n";
-  bool head_only = xs_->head.method == "HEAD";
+  // (log.method, not head.method: the head's views may be stale once a body was read)
+  bool head_only = xs_->log.method == "HEAD";
   std::array<asio::const_buffer, 2> bufs{asio::buffer(xs_->out),
                                          asio::buffer(body.data(), head_only ? 0 : body.size())};
   down_wd_.arm(std::chrono::seconds(5), &socket_);
@@ -558,7 +558,6 @@ asio::awaitable<HttpSession::Next> HttpSession::handle() {
   xs_->log.bytes_in = head_len_;
   if (auto ua = xs_->head.header("user-agent"); ua.found) xs_->log.user_agent = ua.value;
   if (auto ref = xs_->head.header("referer"); ref.found) xs_->log.referer = ref.value;
-  response_started_ = false;
 
   // Correlation ids: keep the client's when valid, continue its trace.
   auto rid = xs_->head.header("x-request-id");
@@ -909,7 +908,7 @@ asio::awaitable<HttpSession::Next> HttpSession::forward(const CompiledUpstream& 
     for (size_t i = 0; i < up.targets.size() && !v.empty(); ++i) {
       if (up.targets[i].sticky_value == v) sticky_pick = i;
     }
-    set_sticky = true;  // unless the pinned target serves it (checked below)
+    set_sticky = true;  // decided after the attempts: re-pin unless the pinned target served
   }
 
   // Attempts walk the balancer's preference order: a tried target is excluded from the next
@@ -930,6 +929,7 @@ asio::awaitable<HttpSession::Next> HttpSession::forward(const CompiledUpstream& 
   bool body_read = false;      // the client's body has been consumed
   bool replay_ok = !has_body;  // the body is in xs_->replay and can be sent again
   xs_->replay.clear();
+  xs_->uhead.clear();
   server::IoBuffer rbuf;
   size_t rbegin = 0, rend = 0;
   http::ResponseParser rparser;
@@ -952,7 +952,6 @@ asio::awaitable<HttpSession::Next> HttpSession::forward(const CompiledUpstream& 
     std::optional<size_t> pick;
     if (attempt == 0 && sticky_pick && !excluded[*sticky_pick]) {
       pick = sticky_pick;
-      set_sticky = false;
     } else {
       std::vector<bool>& fresh = xs_->fresh;
       fresh.assign(excluded.begin(), excluded.end());
@@ -1008,7 +1007,9 @@ asio::awaitable<HttpSession::Next> HttpSession::forward(const CompiledUpstream& 
     // Send the head and the body (streamed from the client the first time, replayed after).
     const bool chunked = xs_->head.body_kind == http::BodyKind::Chunked;
     std::string& uhead = xs_->uhead;
-    uhead = build_upstream_head(x, upstream_path, *target, xs_->head.body_kind);
+    // Built once: the head's views point into the client read buffer, which reading the body
+    // overwrites, so a retry must reuse the bytes built before the body was read.
+    if (uhead.empty()) uhead = build_upstream_head(x, upstream_path, *target, xs_->head.body_kind);
     if (has_body && xs_->head.expect_continue && !continue_sent) {
       continue_sent = true;
       static constexpr std::string_view k100 = "HTTP/1.1 100 Continue\r\n\r\n";
@@ -1077,7 +1078,10 @@ asio::awaitable<HttpSession::Next> HttpSession::forward(const CompiledUpstream& 
                                upstream::steady_now_ms());
       bool can_retry = replay_ok && (method_retryable || reused) && rc.on_reset;
       if (can_retry) {
-        if (reused) --attempt;  // a stale pooled connection is not the target's fault
+        if (reused) {  // a stale pooled connection is not the target's fault: not a try
+          --attempt;
+          --xs_->log.attempts;
+        }
         continue;
       }
       break;
@@ -1092,7 +1096,7 @@ asio::awaitable<HttpSession::Next> HttpSession::forward(const CompiledUpstream& 
       if (rbegin < rend) {
         rhead.headers.clear();
         auto r = rparser.parse(std::string_view(rbuf.data() + rbegin, rend - rbegin), rhead,
-                               xs_->head.method);
+                               xs_->log.method);
         if (r.status == http::ParseStatus::Error) {
           last = {Source::Upstream, ErrorKind::BadResponse};
           break;
@@ -1135,8 +1139,9 @@ asio::awaitable<HttpSession::Next> HttpSession::forward(const CompiledUpstream& 
       bool stale = reused && !got_bytes && last.kind == ErrorKind::UpstreamReset;
       upstream::record_outcome(*target->state, up.states, up.outlier, !stale,
                                upstream::steady_now_ms());
-      if (stale && replay_ok) {
+      if (stale && replay_ok) {  // does not count as a try, here or in the access log
         --attempt;
+        --xs_->log.attempts;
         tried[*pick] = false;
         continue;
       }
@@ -1170,6 +1175,7 @@ asio::awaitable<HttpSession::Next> HttpSession::forward(const CompiledUpstream& 
       std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - started).count();
   xs_->log.status = rhead.status;
   xs_->sticky_cookie.clear();
+  if (set_sticky && sticky_pick && target == &up.targets[*sticky_pick]) set_sticky = false;
   if (set_sticky) {  // no valid pin, or the pinned target could not serve: (re-)pin
     fmt::format_to(std::back_inserter(xs_->sticky_cookie),
                    "{}={}; Path=/; Max-Age={}; HttpOnly; SameSite=Lax", uc.sticky.cookie,

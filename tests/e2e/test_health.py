@@ -11,7 +11,7 @@ gateway's own account (error log, access log)."""
 import time
 from datetime import datetime
 
-from conftest import free_port, proxy_config, wait_for
+from conftest import Reply, free_port, proxy_config, wait_for
 
 INTERVAL = 0.2   # seconds between health checks (each jittered by +-10%)
 UNHEALTHY = 2
@@ -138,8 +138,9 @@ def test_ejected_target_gets_traffic_again_after_its_ejection_time(gateway_facto
     load.wait_answered_by("c", 3, timeout=5)
     c.stop()
     wait_for(lambda: connect_failures(gw, c.address) >= 3, 5, what="3 failed attempts on the stopped target")
-    third_failure = gw.error_log()  # the entry that ejected it carries the wall-clock time
-    ejected_at = log_time([e for e in third_failure if f"target {c.address}:" in e.get("msg", "")][2])
+    # the third failed attempt ejected it; its error-log entry carries the wall-clock time
+    failed = [e for e in gw.error_log() if f"upstream app target {c.address}:" in e.get("msg", "")]
+    ejected_at = log_time(failed[2])
 
     c2 = backend_factory("c2", port=c.port)
     first_seen = []
@@ -156,7 +157,6 @@ def test_ejected_target_gets_traffic_again_after_its_ejection_time(gateway_facto
 
 def test_health_check_uses_path_and_expect_and_no_target_left_gives_503_json(gateway_factory, backend, http):
     state = {"health": 500}
-    from conftest import Reply
     backend.handler = lambda req: (Reply(state["health"], [], b"hc") if req.path == "/status"
                                    else backend.default_reply(req))
     gw = gateway_factory(proxy_config(

@@ -12,7 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import requests
 
-from conftest import Reply, proxy_config
+from conftest import proxy_config
 
 
 def route(upstream="app"):
@@ -196,24 +196,11 @@ def test_p2c_sends_new_requests_to_the_idle_target_across_workers(gateway_factor
     holders = [Holding(b) for b in backends]
     gw = gateway_factory(proxy_config(
         {"app": {"targets": [b.address for b in backends], "balance": "p2c"}}, route(), workers=2))
-    with ThreadPoolExecutor(2) as pool:
-        held = [pool.submit(fresh_get, gw.url("/hold1")), pool.submit(fresh_get, gw.url("/hold2"))]
-        wait_heads_total(backends, 2)
-        counts = {b.name: b.heads_seen for b in backends}
-        # each request is judged on in-flight counts of all workers
-        assert counts == {"a": 1, "b": 1} or max(counts.values()) == 2
-        if counts == {"a": 1, "b": 1}:
-            # both busy: one more held request anywhere, then the other one is the idle... compare
-            pass
-        for h in holders:
-            h.release.set()
-        assert all(f.result().status_code == 200 for f in held)
-    for b in backends:
-        b.reset()
     with ThreadPoolExecutor(1) as pool:
-        held = pool.submit(fresh_get, gw.url("/hold3"))
+        held = pool.submit(fresh_get, gw.url("/hold"))
         wait_heads_total(backends, 1)
         busy = next(b for b in backends if b.heads_seen).name
+        # Each on a new connection, so on either worker: the in-flight count is the upstream's.
         answered = [fresh_get(gw.url(f"/q{i}")).json()["backend"] for i in range(10)]
         for h in holders:
             h.release.set()
