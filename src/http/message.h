@@ -29,7 +29,19 @@ enum class BodyKind : uint8_t {
   UntilClose,  // responses only: read until the upstream closes
 };
 
-bool iequals(std::string_view a, std::string_view b) noexcept;
+// ASCII case-insensitive equality (header names, tokens). Inline: it is on every hot path.
+inline bool iequals(std::string_view a, std::string_view b) noexcept {
+  if (a.size() != b.size()) return false;
+  for (size_t i = 0; i < a.size(); ++i) {
+    unsigned char x = static_cast<unsigned char>(a[i]) ^ static_cast<unsigned char>(b[i]);
+    if (x == 0) continue;
+    // Equal ignoring case only if they differ in bit 0x20 and are letters.
+    if (x != 0x20) return false;
+    unsigned char c = static_cast<unsigned char>(a[i]) | 0x20;
+    if (c < 'a' || c > 'z') return false;
+  }
+  return true;
+}
 
 // First value of a header by case-insensitive name, or an empty view with found=false.
 struct HeaderLookup {
@@ -47,7 +59,8 @@ struct RequestHead {
   std::vector<Header> headers;
 
   // Derived by the parser.
-  std::string_view host;  // Host header (or the authority of an absolute-form target), no port strip
+  std::string_view
+      host;  // Host header (or the authority of an absolute-form target), no port strip
   BodyKind body_kind = BodyKind::None;
   uint64_t content_length = 0;
   bool keep_alive = true;        // HTTP/1.1 default, "Connection: close" / 1.0 rules applied

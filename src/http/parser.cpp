@@ -1,5 +1,7 @@
 #include "http/parser.h"
 
+#include <cstring>
+
 #include <algorithm>
 #include <array>
 #include <limits>
@@ -147,20 +149,28 @@ bool parse_content_length(std::string_view s, uint64_t& out) {
 // Returns Incomplete (more bytes needed), Done (s.head_end set) or Error (request-side statuses).
 ParseResult scan_head(detail::HeadScan& s, std::string_view buf, const ParserLimits& limits) {
   const size_t n = buf.size();
+  const char* const data = buf.data();
   size_t i = s.pos;
   while (i < n) {
-    const char c = buf[i];
-    if (c == '\n') return fail(400, "bare LF in head");
-    if (c != '\r') {
-      if (!s.start_line_done && i + 1 - s.head_start > limits.max_request_line) {
+    // Jump to the next CR with memchr (the hot path: a line's ordinary bytes), then check the
+    // skipped bytes for a bare LF and the limits, in the order a byte-by-byte scan would.
+    const void* cr = std::memchr(data + i, '\r', n - i);
+    const size_t seg_end =
+        cr != nullptr ? static_cast<size_t>(static_cast<const char*>(cr) - data) : n;
+    const void* lf = std::memchr(data + i, '\n', seg_end - i);
+    const size_t stop =
+        lf != nullptr ? static_cast<size_t>(static_cast<const char*>(lf) - data) : seg_end;
+    if (stop > i) {  // ordinary bytes [i, stop): byte j is over a limit when j + 1 - head_start is
+      if (!s.start_line_done && stop - s.head_start > limits.max_request_line) {
         return fail(414, "request line too long");
       }
-      if (i + 1 - s.head_start > limits.max_header_bytes) {
+      if (stop - s.head_start > limits.max_header_bytes) {
         return fail(431, "header section too large");
       }
-      ++i;
-      continue;
     }
+    if (lf != nullptr) return fail(400, "bare LF in head");
+    i = seg_end;
+    if (i == n) break;
     if (i + 1 == n) break;  // the byte after CR decides; wait for it
     if (buf[i + 1] != '\n') return fail(400, "bare CR in head");
     const size_t next = i + 2;
@@ -244,6 +254,18 @@ struct HeaderFacts {
 std::string_view gather_facts(const std::vector<Header>& headers, HeaderFacts& f) {
   std::string_view error;
   for (const Header& h : headers) {
+    // Only six names matter here; their lengths differ, so most headers cost one switch.
+    switch (h.name.size()) {
+      case 14:  // content-length
+      case 17:  // transfer-encoding
+      case 4:   // host
+      case 10:  // connection
+      case 7:   // upgrade
+      case 6:   // expect
+        break;
+      default:
+        continue;
+    }
     if (iequals(h.name, "content-length")) {
       // Repeats and lists are fine only when every value agrees (RFC 9110 8.6).
       const bool ok = for_each_element(h.value, [&](std::string_view e) {

@@ -5,6 +5,7 @@
 #include <chrono>
 #include <functional>
 #include <optional>
+#include <span>
 
 #include <fmt/format.h>
 
@@ -18,6 +19,8 @@
 
 namespace sluice::proxy {
 namespace {
+
+using namespace std::literals;
 
 using server::CompiledRoute;
 using server::CompiledTarget;
@@ -33,29 +36,54 @@ constexpr size_t kMaxResponseHead = 64 * 1024;
 constexpr size_t kReplayLimit = 64 * 1024;  // request bodies up to this size can be retried
 
 bool is_hop_by_hop(std::string_view name) {
-  static constexpr std::string_view kNames[] = {
-      "connection", "keep-alive",        "proxy-connection", "te",     "trailer",
-      "upgrade",    "transfer-encoding", "content-length",   "expect", "proxy-authorization"};
-  for (auto n : kNames) {
-    if (http::iequals(name, n)) return true;
+  // Dispatch on length first: most header names match no candidate length at all.
+  switch (name.size()) {
+    case 2:
+      return http::iequals(name, "te");
+    case 6:
+      return http::iequals(name, "expect");
+    case 7:
+      return http::iequals(name, "trailer") || http::iequals(name, "upgrade");
+    case 10:
+      return http::iequals(name, "connection") || http::iequals(name, "keep-alive");
+    case 14:
+      return http::iequals(name, "content-length");
+    case 16:
+      return http::iequals(name, "proxy-connection");
+    case 17:
+      return http::iequals(name, "transfer-encoding");
+    case 19:
+      return http::iequals(name, "proxy-authorization");
+    default:
+      return false;
   }
-  return false;
 }
 
-// Header names listed in a Connection header are hop-by-hop too (RFC 9110 7.6.1).
-bool named_in_connection(const std::vector<http::Header>& headers, std::string_view name) {
+// Header names listed in a Connection header are hop-by-hop too (RFC 9110 7.6.1). Collects
+// those names once per message (usually none: "keep-alive"/"close" are hop-by-hop already).
+void connection_listed(const std::vector<http::Header>& headers,
+                       std::vector<std::string_view>& out) {
+  out.clear();
   for (const auto& h : headers) {
-    if (!http::iequals(h.name, "connection")) continue;
+    if (h.name.size() != 10 || !http::iequals(h.name, "connection")) continue;
     std::string_view v = h.value;
     while (!v.empty()) {
       size_t comma = v.find(',');
       std::string_view tok = v.substr(0, comma);
       while (!tok.empty() && (tok.front() == ' ' || tok.front() == '\t')) tok.remove_prefix(1);
       while (!tok.empty() && (tok.back() == ' ' || tok.back() == '\t')) tok.remove_suffix(1);
-      if (http::iequals(tok, name)) return true;
+      if (!tok.empty() && !http::iequals(tok, "close") && !http::iequals(tok, "keep-alive")) {
+        out.push_back(tok);
+      }
       if (comma == std::string_view::npos) break;
       v.remove_prefix(comma + 1);
     }
+  }
+}
+
+bool listed(const std::vector<std::string_view>& names, std::string_view name) {
+  for (auto n : names) {
+    if (http::iequals(n, name)) return true;
   }
   return false;
 }
@@ -92,6 +120,30 @@ bool parse_traceparent(std::string_view v, std::string_view& trace_id, std::stri
   }
   trace_id = tid;
   return true;
+}
+
+// `digits` lower-case hex digits of the low bits of v (ids are formatted per request: no fmt).
+void append_hex(std::string& out, uint64_t v, int digits) {
+  static constexpr char kHex[] = "0123456789abcdef";
+  char buf[16];
+  for (int i = digits - 1; i >= 0; --i) {
+    buf[i] = kHex[v & 15];
+    v >>= 4;
+  }
+  out.append(buf, static_cast<size_t>(digits));
+}
+
+// A random (version 4) UUID from two random numbers, e.g. "3ee5839b-c81d-4cf6-984e-6d8afd46237b".
+void append_uuid(std::string& out, uint64_t a, uint64_t b) {
+  append_hex(out, a >> 32, 8);
+  out += '-';
+  append_hex(out, a >> 16, 4);
+  out += "-4"sv;
+  append_hex(out, a, 3);
+  out += '-';
+  append_hex(out, ((b >> 48) & 0x3fff) | 0x8000, 4);
+  out += '-';
+  append_hex(out, b, 12);
 }
 
 void append_decimal(std::string& out, uint64_t v) {
@@ -253,7 +305,8 @@ class BodySink {
     }
     if (bufs_.empty()) co_return true;
     wd_.arm(gap_, &socket_);
-    auto [ec, n] = co_await asio::async_write(socket_, bufs_, use_nothrow);
+    auto [ec, n] = co_await asio::async_write(socket_, std::span<const asio::const_buffer>(bufs_),
+                                              use_nothrow);  // a span: no copy
     bytes_ += n;
     co_return !ec;
   }
@@ -286,6 +339,7 @@ struct ExchangeScratch {
   std::string sticky_cookie;  // Set-Cookie value when the exchange (re-)pins a sticky client
   std::vector<uint32_t> load;
   std::vector<bool> excluded, tried, fresh;
+  std::vector<std::string_view> listed;  // names a Connection header lists (hop-by-hop)
 };
 
 // Per-worker free list of ExchangeScratch (thread_local: one per worker thread).
@@ -489,8 +543,7 @@ asio::awaitable<bool> HttpSession::read_head() {
 asio::awaitable<void> HttpSession::send_parse_error(int status, std::string_view reason) {
   xs_->log.reset();
   xs_->request_id.clear();
-  fmt::format_to(std::back_inserter(xs_->request_id), "{:016x}{:016x}", worker_.random(),
-                 worker_.random());
+  append_uuid(xs_->request_id, worker_.random(), worker_.random());
   xs_->log.error = reason;
   log::info("{}: {} from {} ({})", status, reason, client_ip_, listener_name_);
   std::string body = fmt::format(R"({{"error":"{}","status":{},"request_id":"{}"}})", reason,
@@ -503,30 +556,30 @@ asio::awaitable<void> HttpSession::send_local(
     int status, std::string_view body, std::string_view content_type,
     const std::vector<std::pair<std::string, std::string>>& extra, bool close) {
   xs_->out.clear();
-  xs_->out += "HTTP/1.1 ";
+  xs_->out += "HTTP/1.1 "sv;
   append_decimal(xs_->out, static_cast<uint64_t>(status));
   xs_->out += ' ';
   xs_->out += status_text(status);
-  xs_->out += "\r\nserver: sluice\r\ndate: ";
+  xs_->out += "\r\nserver: sluice\r\ndate: "sv;
   xs_->out += worker_.http_date();
   if (!content_type.empty()) {
-    xs_->out += "\r\ncontent-type: ";
+    xs_->out += "\r\ncontent-type: "sv;
     xs_->out += content_type;
   }
-  xs_->out += "\r\ncontent-length: ";
+  xs_->out += "\r\ncontent-length: "sv;
   append_decimal(xs_->out, body.size());
   if (!xs_->request_id.empty()) {
-    xs_->out += "\r\nx-request-id: ";
+    xs_->out += "\r\nx-request-id: "sv;
     xs_->out += xs_->request_id;
   }
   for (const auto& [k, v] : extra) {
-    xs_->out += "\r\n";
+    xs_->out += "\r\n"sv;
     xs_->out += k;
-    xs_->out += ": ";
+    xs_->out += ": "sv;
     xs_->out += v;
   }
-  if (close) xs_->out += "\r\nconnection: close";
-  xs_->out += "\r\n\r\n";
+  if (close) xs_->out += "\r\nconnection: close"sv;
+  xs_->out += "\r\n\r\n"sv;
   // (log.method, not head.method: the head's views may be stale once a body was read)
   bool head_only = xs_->log.method == "HEAD";
   std::array<asio::const_buffer, 2> bufs{asio::buffer(xs_->out),
@@ -564,11 +617,8 @@ asio::awaitable<HttpSession::Next> HttpSession::handle() {
   if (rid.found && valid_request_id(rid.value)) {
     xs_->request_id = rid.value;
   } else {
-    uint64_t a = worker_.random(), b = worker_.random();
     xs_->request_id.clear();
-    fmt::format_to(std::back_inserter(xs_->request_id), "{:08x}-{:04x}-4{:03x}-{:04x}-{:012x}",
-                   a >> 32, (a >> 16) & 0xffff, a & 0xfff, (b >> 48 & 0x3fff) | 0x8000,
-                   b & 0xffffffffffffull);
+    append_uuid(xs_->request_id, worker_.random(), worker_.random());
   }
   std::string_view parent_trace, flags = "01";
   auto tp = xs_->head.header("traceparent");
@@ -576,13 +626,18 @@ asio::awaitable<HttpSession::Next> HttpSession::handle() {
     xs_->trace_id = parent_trace;
   } else {
     xs_->trace_id.clear();
-    fmt::format_to(std::back_inserter(xs_->trace_id), "{:016x}{:016x}", worker_.random(),
-                   worker_.random());
+    append_hex(xs_->trace_id, worker_.random(), 16);
+    append_hex(xs_->trace_id, worker_.random(), 16);
     flags = "01";
   }
-  xs_->traceparent_out.clear();
-  fmt::format_to(std::back_inserter(xs_->traceparent_out), "00-{}-{:016x}-{}", xs_->trace_id,
-                 worker_.random() | 1, flags);
+  std::string& tpo = xs_->traceparent_out;  // "00-<trace-id>-<our span id>-<flags>"
+  tpo.clear();
+  tpo += "00-"sv;
+  tpo += xs_->trace_id;
+  tpo += '-';
+  append_hex(tpo, worker_.random() | 1, 16);
+  tpo += '-';
+  tpo += flags;
 
   // The body (if any) starts right after the head.
   begin_ += head_len_;
@@ -690,13 +745,14 @@ std::string HttpSession::build_upstream_head(const filters::Exchange& x, std::st
     h += '?';
     h += xs_->head.query;
   }
-  h += " HTTP/1.1\r\nhost: ";
+  h += " HTTP/1.1\r\nhost: "sv;
   h += xs_->head.host.empty() ? std::string_view(target.address) : xs_->head.host;
-  h += "\r\n";
+  h += "\r\n"sv;
   std::string_view xff, fwd, via;
+  connection_listed(xs_->head.headers, xs_->listed);
   for (const auto& hd : x.upstream_headers) {
     if (http::iequals(hd.name, "host") || is_hop_by_hop(hd.name) ||
-        named_in_connection(xs_->head.headers, hd.name)) {
+        (!xs_->listed.empty() && listed(xs_->listed, hd.name))) {
       continue;
     }
     if (http::iequals(hd.name, "x-forwarded-for")) {
@@ -716,51 +772,51 @@ std::string HttpSession::build_upstream_head(const filters::Exchange& x, std::st
       continue;
     }
     h += hd.name;
-    h += ": ";
+    h += ": "sv;
     h += hd.value;
-    h += "\r\n";
+    h += "\r\n"sv;
   }
-  h += "x-forwarded-for: ";
+  h += "x-forwarded-for: "sv;
   if (!xff.empty()) {
     h += xff;
-    h += ", ";
+    h += ", "sv;
   }
   h += client_ip_;
-  h += "\r\nx-forwarded-proto: http\r\nx-forwarded-host: ";
+  h += "\r\nx-forwarded-proto: http\r\nx-forwarded-host: "sv;
   h += xs_->head.host;
-  h += "\r\nforwarded: ";
+  h += "\r\nforwarded: "sv;
   if (!fwd.empty()) {
     h += fwd;
-    h += ", ";
+    h += ", "sv;
   }
   bool v6 = client_ip_.find(':') != std::string::npos;
   h += v6 ? "for=\"[" : "for=";
   h += client_ip_;
   h += v6 ? "]\"" : "";
   if (!xs_->head.host.empty()) {
-    h += ";host=\"";
+    h += ";host=\""sv;
     h += xs_->head.host;
-    h += "\"";
+    h += "\""sv;
   }
-  h += ";proto=http\r\nvia: ";
+  h += ";proto=http\r\nvia: "sv;
   if (!via.empty()) {
     h += via;
-    h += ", ";
+    h += ", "sv;
   }
   h += xs_->head.version == http::Version::Http10 ? "1.0 sluice" : "1.1 sluice";
-  h += "\r\nx-request-id: ";
+  h += "\r\nx-request-id: "sv;
   h += xs_->request_id;
-  h += "\r\ntraceparent: ";
+  h += "\r\ntraceparent: "sv;
   h += xs_->traceparent_out;
-  h += "\r\n";
+  h += "\r\n"sv;
   if (body_kind == http::BodyKind::Length) {
-    h += "content-length: ";
+    h += "content-length: "sv;
     append_decimal(h, xs_->head.content_length);
-    h += "\r\n";
+    h += "\r\n"sv;
   } else if (body_kind == http::BodyKind::Chunked) {
-    h += "transfer-encoding: chunked\r\n";
+    h += "transfer-encoding: chunked\r\n"sv;
   }
-  h += "\r\n";
+  h += "\r\n"sv;
   return h;
 }
 
@@ -1186,8 +1242,9 @@ asio::awaitable<HttpSession::Next> HttpSession::forward(const CompiledUpstream& 
   // Response head for the client.
   x.response_status = rhead.status;
   x.response_headers.clear();
+  connection_listed(rhead.headers, xs_->listed);
   for (const auto& h : rhead.headers) {
-    if (is_hop_by_hop(h.name) || named_in_connection(rhead.headers, h.name)) continue;
+    if (is_hop_by_hop(h.name) || (!xs_->listed.empty() && listed(xs_->listed, h.name))) continue;
     x.response_headers.push_back(h);
   }
   for (auto it = route_->filters.rbegin(); it != route_->filters.rend(); ++it) {
@@ -1198,53 +1255,53 @@ asio::awaitable<HttpSession::Next> HttpSession::forward(const CompiledUpstream& 
   bool keep = xs_->head.keep_alive && !worker_.draining() && !close_after_;
   BodySink::Framing framing = BodySink::Framing::Raw;
   xs_->out.clear();
-  xs_->out += "HTTP/1.1 ";
+  xs_->out += "HTTP/1.1 "sv;
   append_decimal(xs_->out, static_cast<uint64_t>(rhead.status));
   xs_->out += ' ';
   xs_->out += rhead.reason.empty() ? status_text(rhead.status) : rhead.reason;
-  xs_->out += "\r\n";
+  xs_->out += "\r\n"sv;
   bool has_request_id = false;
   for (const auto& h : x.response_headers) {
     if (!has_request_id && http::iequals(h.name, "x-request-id")) has_request_id = true;
     xs_->out += h.name;
-    xs_->out += ": ";
+    xs_->out += ": "sv;
     xs_->out += h.value;
-    xs_->out += "\r\n";
+    xs_->out += "\r\n"sv;
   }
   if (!has_request_id) {
-    xs_->out += "x-request-id: ";
+    xs_->out += "x-request-id: "sv;
     xs_->out += xs_->request_id;
-    xs_->out += "\r\n";
+    xs_->out += "\r\n"sv;
   }
   switch (rhead.body_kind) {
     case http::BodyKind::None:
       if (auto cl = rhead.header("content-length"); cl.found && rhead.status != 204) {
-        xs_->out += "content-length: ";
+        xs_->out += "content-length: "sv;
         xs_->out += cl.value;
-        xs_->out += "\r\n";
+        xs_->out += "\r\n"sv;
       }
       break;
     case http::BodyKind::Length:
-      xs_->out += "content-length: ";
+      xs_->out += "content-length: "sv;
       append_decimal(xs_->out, rhead.content_length);
-      xs_->out += "\r\n";
+      xs_->out += "\r\n"sv;
       break;
     case http::BodyKind::Chunked:
     case http::BodyKind::UntilClose:
       if (http10) {
         keep = false;  // close-delimited for an HTTP/1.0 client
       } else {
-        xs_->out += "transfer-encoding: chunked\r\n";
+        xs_->out += "transfer-encoding: chunked\r\n"sv;
         framing = BodySink::Framing::Chunked;
       }
       break;
   }
   if (!keep) {
-    xs_->out += "connection: close\r\n";
+    xs_->out += "connection: close\r\n"sv;
   } else if (http10) {
-    xs_->out += "connection: keep-alive\r\n";
+    xs_->out += "connection: keep-alive\r\n"sv;
   }
-  xs_->out += "\r\n";
+  xs_->out += "\r\n"sv;
 
   // Stream the body; the head goes out with its first piece.
   rbegin += rhead_len;
@@ -1293,37 +1350,37 @@ void HttpSession::write_access_log() {
   auto dur = std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - xs_->log.start);
   std::string line;
   line.reserve(512);
-  line += R"({"time":")";
+  line += R"({"time":")"sv;
   log::append_rfc3339_now(line);
-  line += R"(","request_id":")";
+  line += R"(","request_id":")"sv;
   log::json_escape(line, xs_->request_id);
-  line += R"(","trace_id":")";
+  line += R"(","trace_id":")"sv;
   line += xs_->trace_id;
-  line += R"(","client_ip":")";
+  line += R"(","client_ip":")"sv;
   line += client_ip_;
-  line += R"(","listener":")";
+  line += R"(","listener":")"sv;
   log::json_escape(line, listener_name_);
-  line += R"(","method":")";
+  line += R"(","method":")"sv;
   log::json_escape(line, xs_->log.method);
-  line += R"(","host":")";
+  line += R"(","host":")"sv;
   log::json_escape(line, xs_->log.host);
-  line += R"(","path":")";
+  line += R"(","path":")"sv;
   log::json_escape(line, xs_->log.path);
-  line += R"(","protocol":")";
+  line += R"(","protocol":")"sv;
   line += xs_->log.protocol;
-  line += R"(","status":)";
+  line += R"(","status":)"sv;
   append_decimal(line, static_cast<uint64_t>(xs_->log.status));
-  line += R"(,"bytes_in":)";
+  line += R"(,"bytes_in":)"sv;
   append_decimal(line, xs_->log.bytes_in);
-  line += R"(,"bytes_out":)";
+  line += R"(,"bytes_out":)"sv;
   append_decimal(line, xs_->log.bytes_out);
   line += fmt::format(R"(,"duration_ms":{:.3f})", dur.count() / 1000.0);
   auto str_or_null = [&](std::string_view key, const std::string& v) {
-    line += ",\"";
+    line += ",\""sv;
     line += key;
-    line += "\":";
+    line += "\":"sv;
     if (v.empty()) {
-      line += "null";
+      line += "null"sv;
     } else {
       line += '"';
       log::json_escape(line, v);
@@ -1336,11 +1393,11 @@ void HttpSession::write_access_log() {
   if (xs_->log.upstream_us >= 0) {
     line += fmt::format(R"(,"upstream_ms":{:.3f})", xs_->log.upstream_us / 1000.0);
   } else {
-    line += R"(,"upstream_ms":null)";
+    line += R"(,"upstream_ms":null)"sv;
   }
-  line += R"(,"attempts":)";
+  line += R"(,"attempts":)"sv;
   append_decimal(line, static_cast<uint64_t>(xs_->log.attempts));
-  line += R"(,"consumer":null,"cache":"-","rate_limited":false)";
+  line += R"(,"consumer":null,"cache":"-","rate_limited":false)"sv;
   str_or_null("user_agent", xs_->log.user_agent);
   str_or_null("error", xs_->log.error);
   line += '}';
@@ -1354,21 +1411,21 @@ void HttpSession::write_combined_log() {
   std::string line;
   line.reserve(256);
   line += client_ip_;
-  line += " - - [";
+  line += " - - ["sv;
   log::append_clf_time_now(line);
-  line += "] \"";
+  line += "] \""sv;
   line += l.method.empty() ? std::string_view("-") : std::string_view(l.method);
   line += ' ';
   line += l.path;
   line += ' ';
   line += l.protocol;
-  line += "\" ";
+  line += "\" "sv;
   append_decimal(line, static_cast<uint64_t>(l.status));
   line += ' ';
   append_decimal(line, l.bytes_out);
-  line += " \"";
+  line += " \""sv;
   line += l.referer.empty() ? std::string_view("-") : std::string_view(l.referer);
-  line += "\" \"";
+  line += "\" \""sv;
   line += l.user_agent.empty() ? std::string_view("-") : std::string_view(l.user_agent);
   line += '"';
   for (char& c : line) {
