@@ -133,6 +133,13 @@ void append_hex(std::string& out, uint64_t v, int digits) {
   out.append(buf, static_cast<size_t>(digits));
 }
 
+// Hex without leading zeros (chunk sizes).
+void append_hex_min(std::string& out, uint64_t v) {
+  int digits = 1;
+  while (digits < 16 && (v >> (4 * digits)) != 0) ++digits;
+  append_hex(out, v, digits);
+}
+
 // A random (version 4) UUID from two random numbers, e.g. "3ee5839b-c81d-4cf6-984e-6d8afd46237b".
 void append_uuid(std::string& out, uint64_t a, uint64_t b) {
   append_hex(out, a >> 32, 8);
@@ -197,44 +204,62 @@ class BodySource {
   // Body bytes taken from the buffer so far, framing included (what the access log counts).
   uint64_t raw_bytes() const { return raw_bytes_; }
 
-  asio::awaitable<Status> next(std::vector<std::string_view>& pieces) {
+  // The next pieces when they can be had without I/O (the common case: the body, or the rest
+  // of it, already sits in the buffer). False: call next(), which reads. Views stay valid until
+  // the next call.
+  bool take_buffered(std::vector<std::string_view>& pieces, Status& st) {
     pieces.clear();
-    for (;;) {
-      if (done_) co_return Status::End;
-      if (begin_ < end_) {
-        std::string_view avail(buf_.data() + begin_, end_ - begin_);
-        switch (kind_) {
-          case http::BodyKind::Length: {
-            size_t n = static_cast<size_t>(std::min<uint64_t>(avail.size(), remaining_));
-            pieces.push_back(avail.substr(0, n));
-            begin_ += n;
-            raw_bytes_ += n;
-            remaining_ -= n;
-            if (remaining_ == 0) done_ = true;
-            co_return Status::Data;
-          }
-          case http::BodyKind::UntilClose:
-            pieces.push_back(avail);
-            begin_ = end_;
-            raw_bytes_ += avail.size();
-            co_return Status::Data;
-          case http::BodyKind::Chunked: {
-            auto r = decoder_.feed(avail, pieces);
-            if (r.error) {
-              error_ = r.reason;
-              co_return Status::Error;
-            }
-            begin_ += r.consumed;
-            raw_bytes_ += r.consumed;
-            if (decoder_.done()) done_ = true;
-            if (!pieces.empty() || done_) co_return Status::Data;
-            break;  // need more bytes
-          }
-          case http::BodyKind::None:
-            done_ = true;
-            co_return Status::End;
-        }
+    if (done_) {
+      st = Status::End;
+      return true;
+    }
+    if (begin_ == end_) return false;
+    std::string_view avail(buf_.data() + begin_, end_ - begin_);
+    switch (kind_) {
+      case http::BodyKind::Length: {
+        size_t n = static_cast<size_t>(std::min<uint64_t>(avail.size(), remaining_));
+        pieces.push_back(avail.substr(0, n));
+        begin_ += n;
+        raw_bytes_ += n;
+        remaining_ -= n;
+        if (remaining_ == 0) done_ = true;
+        st = Status::Data;
+        return true;
       }
+      case http::BodyKind::UntilClose:
+        pieces.push_back(avail);
+        begin_ = end_;
+        raw_bytes_ += avail.size();
+        st = Status::Data;
+        return true;
+      case http::BodyKind::Chunked: {
+        auto r = decoder_.feed(avail, pieces);
+        if (r.error) {
+          error_ = r.reason;
+          st = Status::Error;
+          return true;
+        }
+        begin_ += r.consumed;
+        raw_bytes_ += r.consumed;
+        if (decoder_.done()) done_ = true;
+        if (!pieces.empty() || done_) {
+          st = Status::Data;
+          return true;
+        }
+        return false;  // a partial chunk line: need more bytes
+      }
+      case http::BodyKind::None:
+        done_ = true;
+        st = Status::End;
+        return true;
+    }
+    return false;
+  }
+
+  asio::awaitable<Status> next(std::vector<std::string_view>& pieces) {
+    for (;;) {
+      Status st;
+      if (take_buffered(pieces, st)) co_return st;
       // Make room: move the unconsumed tail (a partial chunk line) to the front.
       if (begin_ > 0) {
         std::memmove(buf_.data(), buf_.data() + begin_, end_ - begin_);
@@ -285,15 +310,20 @@ class BodySink {
            std::vector<asio::const_buffer>& iov)
       : socket_(socket), wd_(wd), gap_(gap), framing_(framing), bufs_(iov) {}
 
-  // `prefix` (a head not yet written) goes out in the same write as the pieces.
-  asio::awaitable<bool> write(std::string_view prefix, const std::vector<std::string_view>& pieces,
-                              bool last) {
+  // The buffers of one write: `prefix` (a head not yet written) goes out with the pieces, framed
+  // as this sink frames them. Valid until the next call. Callers on the hot path co_await
+  // asio::async_write on it directly (one coroutine frame fewer than write()).
+  std::span<const asio::const_buffer> prepare(std::string_view prefix,
+                                              const std::vector<std::string_view>& pieces,
+                                              bool last) {
     bufs_.clear();
     if (!prefix.empty()) bufs_.emplace_back(prefix.data(), prefix.size());
     size_t total = 0;
     for (auto p : pieces) total += p.size();
     if (framing_ == Framing::Chunked && total > 0) {
-      chunk_line_ = fmt::format("{:x}\r\n", total);
+      chunk_line_.clear();
+      append_hex_min(chunk_line_, total);
+      chunk_line_ += "\r\n";
       bufs_.emplace_back(chunk_line_.data(), chunk_line_.size());
     }
     for (auto p : pieces) {
@@ -303,10 +333,16 @@ class BodySink {
       if (total > 0) bufs_.emplace_back("\r\n", 2);
       if (last) bufs_.emplace_back("0\r\n\r\n", 5);
     }
-    if (bufs_.empty()) co_return true;
     wd_.arm(gap_, &socket_);
-    auto [ec, n] = co_await asio::async_write(socket_, std::span<const asio::const_buffer>(bufs_),
-                                              use_nothrow);  // a span: no copy
+    return bufs_;
+  }
+  void count(size_t n) { bytes_ += n; }
+
+  asio::awaitable<bool> write(std::string_view prefix, const std::vector<std::string_view>& pieces,
+                              bool last) {
+    auto iov = prepare(prefix, pieces, last);
+    if (iov.empty()) co_return true;
+    auto [ec, n] = co_await asio::async_write(socket_, iov, use_nothrow);
     bytes_ += n;
     co_return !ec;
   }
@@ -415,8 +451,9 @@ class HttpSession final : public server::Session {
   asio::awaitable<void> send_error(const Error& e, std::string_view detail, bool close,
                                    std::string_view allow = {});
   asio::awaitable<void> send_parse_error(int status, std::string_view reason);
-  std::string build_upstream_head(const filters::Exchange& x, std::string_view path,
-                                  const CompiledTarget& target, http::BodyKind body_kind);
+  // Writes the head sent upstream into `h` (the scratch string keeps its capacity).
+  void build_upstream_head(const filters::Exchange& x, std::string_view path,
+                           const CompiledTarget& target, http::BodyKind body_kind, std::string& h);
   void write_access_log();
   void write_combined_log();
   // The read buffer and the exchange scratch are held only while a request is in progress.
@@ -733,10 +770,10 @@ asio::awaitable<HttpSession::Next> HttpSession::handle() {
   co_return n;
 }
 
-std::string HttpSession::build_upstream_head(const filters::Exchange& x, std::string_view path,
-                                             const CompiledTarget& target,
-                                             http::BodyKind body_kind) {
-  std::string h;
+void HttpSession::build_upstream_head(const filters::Exchange& x, std::string_view path,
+                                      const CompiledTarget& target, http::BodyKind body_kind,
+                                      std::string& h) {
+  h.clear();
   h.reserve(512 + head_len_);
   h += xs_->head.method;
   h += ' ';
@@ -817,7 +854,6 @@ std::string HttpSession::build_upstream_head(const filters::Exchange& x, std::st
     h += "transfer-encoding: chunked\r\n"sv;
   }
   h += "\r\n"sv;
-  return h;
 }
 
 // Connects to `target` within the upstream's connect timeout.
@@ -1065,7 +1101,7 @@ asio::awaitable<HttpSession::Next> HttpSession::forward(const CompiledUpstream& 
     std::string& uhead = xs_->uhead;
     // Built once: the head's views point into the client read buffer, which reading the body
     // overwrites, so a retry must reuse the bytes built before the body was read.
-    if (uhead.empty()) uhead = build_upstream_head(x, upstream_path, *target, xs_->head.body_kind);
+    if (uhead.empty()) build_upstream_head(x, upstream_path, *target, xs_->head.body_kind, uhead);
     if (has_body && xs_->head.expect_continue && !continue_sent) {
       continue_sent = true;
       static constexpr std::string_view k100 = "HTTP/1.1 100 Continue\r\n\r\n";
@@ -1082,7 +1118,9 @@ asio::awaitable<HttpSession::Next> HttpSession::forward(const CompiledUpstream& 
       if (has_body) pieces.push_back(xs_->replay);
       BodySink sink(conn->socket, up_wd_, request_timeout,
                     chunked ? BodySink::Framing::Chunked : BodySink::Framing::Raw, xs_->iov);
-      sent = co_await sink.write(uhead, pieces, true);
+      auto [ec, n] =
+          co_await asio::async_write(conn->socket, sink.prepare(uhead, pieces, true), use_nothrow);
+      sent = !ec;
     } else {
       BodySource src(socket_, buf_, begin_, end_, down_wd_, limits_.request_body_timeout);
       src.start(xs_->head.body_kind, xs_->head.content_length);
@@ -1313,7 +1351,8 @@ asio::awaitable<HttpSession::Next> HttpSession::forward(const CompiledUpstream& 
   bool upstream_ok = true;
   bool client_ok = true;
   for (;;) {
-    auto st = co_await src.next(pieces);
+    BodySource::Status st;
+    if (!src.take_buffered(pieces, st)) st = co_await src.next(pieces);  // I/O only when needed
     if (st == BodySource::Status::Error || st == BodySource::Status::Timeout) {
       upstream_ok = false;
       xs_->log.error =
@@ -1323,9 +1362,14 @@ asio::awaitable<HttpSession::Next> HttpSession::forward(const CompiledUpstream& 
       break;
     }
     bool last_piece = st == BodySource::Status::End || src.done();
-    if (!co_await sink.write(prefix, pieces, last_piece)) {
-      client_ok = false;
-      break;
+    auto iov = sink.prepare(prefix, pieces, last_piece);
+    if (!iov.empty()) {
+      auto [ec, n] = co_await asio::async_write(socket_, iov, use_nothrow);
+      sink.count(n);
+      if (ec) {
+        client_ok = false;
+        break;
+      }
     }
     prefix = {};
     if (last_piece) break;
