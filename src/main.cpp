@@ -8,6 +8,7 @@
 #include <boost/version.hpp>
 
 #include "config/config.h"
+#include "config/diff.h"
 #include "demo/demo.h"
 #include "server/server.h"
 #include "server/snapshot.h"
@@ -41,6 +42,25 @@ int validate(const std::string& path) {
   return 0;
 }
 
+// `sluice diff OLD NEW`: exit 0 with one line per change ("no changes" when none), 2 when
+// either file is invalid.
+int diff(const std::string& old_path, const std::string& new_path) {
+  auto a = sluice::config::load_file(old_path);
+  auto b = sluice::config::load_file(new_path);
+  bool ok = true;
+  for (auto* loaded : {&a, &b}) {
+    for (const auto& d : loaded->diagnostics) {
+      if (d.severity == sluice::config::Diagnostic::Severity::Error) std::cerr << d.str() << "\n";
+    }
+    ok = ok && loaded->ok();
+  }
+  if (!ok) return 2;
+  auto lines = sluice::config::diff(*a.config, *b.config);
+  if (lines.empty()) std::cout << "no changes\n";
+  for (const auto& l : lines) std::cout << l << "\n";
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -54,6 +74,11 @@ int main(int argc, char** argv) {
 
   auto* validate_cmd = app.add_subcommand("validate", "check a config and exit (0 = valid)");
   validate_cmd->add_option("-c,--config", config_path, "config file")->required();
+
+  std::string diff_old, diff_new;
+  auto* diff_cmd = app.add_subcommand("diff", "what reloading NEW over OLD would change");
+  diff_cmd->add_option("OLD", diff_old, "the config running now")->required();
+  diff_cmd->add_option("NEW", diff_new, "the config to apply")->required();
 
   int demo_port = 8080;
   int demo_workers = 1;
@@ -79,6 +104,7 @@ int main(int argc, char** argv) {
     return 0;
   }
   if (*validate_cmd) return validate(config_path);
+  if (*diff_cmd) return diff(diff_old, diff_new);
   if (*demo) return sluice::demo::run_demo(demo_port, demo_workers);
 
   sluice::server::GatewayOptions opts;
