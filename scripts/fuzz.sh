@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 secs=${1:-60}
 cmake --preset fuzz >/dev/null
 cmake --build build/fuzz
-for t in http1_parser config; do
+for t in http1_parser config jwt; do
   bin=build/fuzz/${t}_fuzz
   [ -x "$bin" ] || continue
   corpus=tests/fuzz/corpus/$t
