@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 secs=${1:-60}
 cmake --preset fuzz >/dev/null
-cmake --build build/fuzz
+cmake --build build/fuzz --target http1_parser_fuzz config_fuzz jwt_fuzz
 for t in http1_parser config jwt; do
   bin=build/fuzz/${t}_fuzz
   [ -x "$bin" ] || continue
