@@ -20,4 +20,18 @@ const Upstream* Config::find_upstream(std::string_view name) const {
   return nullptr;
 }
 
+const Consumer* Config::find_consumer(std::string_view name) const {
+  for (const Consumer& consumer : consumers) {
+    if (consumer.name == name) return &consumer;
+  }
+  return nullptr;
+}
+
+const Authenticator* Config::find_authenticator(std::string_view name) const {
+  for (const Authenticator& authenticator : authenticators) {
+    if (authenticator.name == name) return &authenticator;
+  }
+  return nullptr;
+}
+
 }  // namespace sluice::config

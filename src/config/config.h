@@ -53,13 +53,83 @@ struct Log {
   std::string level = "info";          // debug | info | warn | error
 };
 
+// One certificate chain and its private key. The loader checks that both files can be read; the
+// PEM inside is parsed when the TLS context is built.
+struct TlsCertificate {
+  std::string cert;  // absolute path
+  std::string key;   // absolute path
+  Mark mark;         // the list item
+};
+
+enum class TlsVersion { Tls1_2, Tls1_3 };
+
+struct ListenerTls {
+  std::vector<TlsCertificate> certificates;  // at least one; chosen by SNI
+  TlsVersion min_version = TlsVersion::Tls1_2;
+  std::string client_ca;  // absolute path; empty = no mutual TLS
+  // None exactly when there is no client_ca; Optional is the default with one.
+  enum class ClientCert { None, Optional, Required };
+  ClientCert client_cert = ClientCert::None;
+};
+
 struct Listener {
   std::string name;  // defaults to "listener<N>" / "default" for the top-level `listen:`
   std::string host;  // IP literal ("0.0.0.0", "127.0.0.1", "::")
   uint16_t port = 0;
   std::string protocol = "http";
-  Limits limits;  // top-level limits with this listener's overrides applied
+  Limits limits;                   // top-level limits with this listener's overrides applied
+  std::optional<ListenerTls> tls;  // nullopt = cleartext
+  bool redirect_to_https = false;  // only on a cleartext listener: answer 308 to https
   Mark mark;
+};
+
+// An identity that authentication resolves to (SPEC.md `consumers:`).
+struct ApiKey {
+  enum class Kind { Sha256, Plain };
+  Kind kind = Kind::Sha256;
+  std::string value;  // Sha256: 64 lower-case hex digits of the key's digest; Plain: the key
+  Mark mark;
+};
+
+struct Consumer {
+  std::string name;                 // [A-Za-z0-9_.@-]+, unique
+  std::vector<std::string> groups;  // without duplicates
+  std::vector<ApiKey> api_keys;     // unique across all consumers
+  std::string password;             // crypt(3) hash ($2a$/$2b$/$2y$, $5$, $6$, $y$); empty = none
+  Mark mark;
+};
+
+// A named authenticator (SPEC.md `auth:`); routes refer to it by name.
+struct JwtAuth {
+  std::string issuer;                  // empty = not checked
+  std::vector<std::string> audiences;  // empty = not checked
+  std::string keys;    // absolute path of a JWKS or PEM public key file; empty when `secret`
+  std::string secret;  // HMAC secret (at least 32 bytes); empty when `keys`
+  // The allow-list, never "none". Default: HS256/384/512 with a secret, every asymmetric one
+  // (RS*, PS256, ES256/384, EdDSA) with keys.
+  std::vector<std::string> algorithms;
+  Duration leeway = Duration::zero();
+  std::string consumer_claim = "sub";
+  std::vector<std::pair<std::string, std::string>> forward_claims;  // claim -> header (lower-case)
+};
+
+struct ApiKeyAuth {
+  std::string header;  // lower-case; empty = keys are not read from a header
+  std::string query;   // empty = keys are not read from the query string
+};
+
+struct BasicAuth {
+  std::string realm = "sluice";
+};
+
+struct Authenticator {
+  std::string name;
+  enum class Kind { Jwt, ApiKey, Basic };
+  Kind kind = Kind::Jwt;
+  JwtAuth jwt;  // the one of these three that `kind` names is set
+  ApiKeyAuth api_key;
+  BasicAuth basic;
+  Mark mark;  // the name
 };
 
 struct Target {
@@ -117,6 +187,12 @@ struct Retries {
   int budget_percent = 20;                    // retries in flight <= this share (min 3)
 };
 
+struct UpstreamTls {
+  std::string sni;     // empty = the target's host name (none for an IP target)
+  bool verify = true;  // verify the target's certificate chain and name
+  std::string ca;      // absolute path of a PEM bundle; empty = the system store
+};
+
 struct Upstream {
   std::string name;
   std::vector<Target> targets;
@@ -132,6 +208,7 @@ struct Upstream {
   std::string protocol = "http1";
   Duration dns_ttl = std::chrono::seconds(30);
   Timeouts timeouts;
+  std::optional<UpstreamTls> tls;  // nullopt = cleartext to the targets
   Mark mark;
 };
 
@@ -182,6 +259,27 @@ struct HeaderOps {
   std::vector<std::string> remove;                       // names lower-case
 };
 
+// An address or a CIDR block of `allow.ips` / `deny.ips`.
+struct IpRange {
+  enum class Family { V4, V6 };
+  Family family = Family::V4;
+  std::string address;    // canonical text of the network address, host bits zero
+  int prefix_length = 0;  // 0..32 or 0..128; a bare address is a /32 or /128
+};
+
+// Authorization after authentication: every kind that is listed must pass.
+struct Allow {
+  std::vector<std::string> consumers;  // each one defined in `consumers:`
+  std::vector<std::string> groups;
+  std::vector<std::string> scopes;  // from the JWT "scope"/"scp" claim
+  std::vector<IpRange> ips;
+  Mark scopes_mark;  // the `scopes` key, for lint; line 0 when not written
+};
+
+struct Deny {
+  std::vector<IpRange> ips;
+};
+
 struct Route {
   std::string name;  // defaults to "route<N>" (0-based index)
   Match match;
@@ -195,6 +293,9 @@ struct Route {
   HeaderOps request_headers;
   HeaderOps response_headers;
   std::optional<Duration> timeout;  // overrides the upstream's request timeout
+  std::vector<std::string> auth;    // authenticator names, any one suffices; empty = none
+  Allow allow;
+  Deny deny;
   Mark mark;
 };
 
@@ -205,10 +306,14 @@ struct Config {
   Log log;
   Limits limits;
   std::vector<Listener> listeners;
-  std::vector<Upstream> upstreams;  // in file order
-  std::vector<Route> routes;        // in file order: first match wins
+  std::vector<Consumer> consumers;            // in file order
+  std::vector<Authenticator> authenticators;  // `auth:`, in file order
+  std::vector<Upstream> upstreams;            // in file order
+  std::vector<Route> routes;                  // in file order: first match wins
 
   const Upstream* find_upstream(std::string_view name) const;
+  const Consumer* find_consumer(std::string_view name) const;
+  const Authenticator* find_authenticator(std::string_view name) const;
 };
 
 struct LoadResult {

@@ -97,6 +97,37 @@ void lint_upstream(const Config& config, const Upstream& upstream, std::vector<D
   }
 }
 
+void lint_listener(const Config& config, const Listener& listener, std::vector<Diagnostic>& out) {
+  if (!listener.tls) return;
+  const std::vector<TlsCertificate>& certificates = listener.tls->certificates;
+  for (size_t later = 0; later < certificates.size(); ++later) {
+    for (size_t earlier = 0; earlier < later; ++earlier) {
+      const TlsCertificate& a = certificates[earlier];
+      const TlsCertificate& b = certificates[later];
+      if (a.cert != b.cert || a.key != b.key) continue;
+      out.push_back(warning(config, b.mark,
+                            "certificate '" + b.cert + "' with key '" + b.key +
+                                "' is listed twice in listener '" + listener.name +
+                                "' (first at line " + std::to_string(a.mark.line) + ")"));
+      break;
+    }
+  }
+}
+
+void lint_route_access(const Config& config, const Route& route, std::vector<Diagnostic>& out) {
+  if (route.allow.scopes.empty()) return;
+  bool any_jwt = std::any_of(route.auth.begin(), route.auth.end(), [&](const std::string& name) {
+    const Authenticator* auth = config.find_authenticator(name);
+    return auth != nullptr && auth->kind == Authenticator::Kind::Jwt;
+  });
+  if (!any_jwt) {
+    out.push_back(warning(config, route.allow.scopes_mark,
+                          "route '" + route.name +
+                              "' allows by scopes, but none of its authenticators is jwt: scopes "
+                              "come from a JWT, so no request can pass"));
+  }
+}
+
 }  // namespace
 
 std::string template_literal_start(const std::string& path_template) {
@@ -108,6 +139,29 @@ std::string template_literal_start(const std::string& path_template) {
 
 std::vector<Diagnostic> lint(const Config& config) {
   std::vector<Diagnostic> out;
+
+  for (const Listener& listener : config.listeners) lint_listener(config, listener, out);
+
+  for (const Consumer& consumer : config.consumers) {
+    for (const ApiKey& key : consumer.api_keys) {
+      if (key.kind != ApiKey::Kind::Plain) continue;
+      out.push_back(warning(
+          config, key.mark,
+          "plain api key for consumer '" + consumer.name + "': store sha256:<hex> instead"));
+    }
+  }
+
+  std::set<std::string_view> used_auth;
+  for (const Route& route : config.routes) {
+    used_auth.insert(route.auth.begin(), route.auth.end());
+    lint_route_access(config, route, out);
+  }
+  for (const Authenticator& auth : config.authenticators) {
+    if (!used_auth.contains(auth.name)) {
+      out.push_back(
+          warning(config, auth.mark, "authenticator '" + auth.name + "' is not used by any route"));
+    }
+  }
 
   std::set<std::string_view> used;
   for (const Route& route : config.routes) {

@@ -9,6 +9,10 @@
 namespace sluice::config {
 
 // - an upstream that no route (upstream or split) uses;
+// - an authenticator that no route uses;
+// - a consumer's plain "key:" api key (sha256:<hex> keeps the key out of the file);
+// - a listener that lists the same certificate and key twice;
+// - a route that allows by scopes without a jwt authenticator (scopes come from a JWT);
 // - an upstream's `hash_on` with a balance that does not hash (only ring_hash and maglev do);
 // - a health check whose timeout is not shorter than its interval;
 // - a route that can never match because an earlier route matches every request it would

@@ -10,6 +10,7 @@
 // with entries() instead and take any key.
 #include <fcntl.h>
 #include <re2/re2.h>
+#include <sys/stat.h>
 #include <unistd.h>
 #include <yaml-cpp/eventhandler.h>
 #include <yaml-cpp/yaml.h>
@@ -18,6 +19,7 @@
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
+#include <map>
 #include <set>
 #include <span>
 #include <sstream>
@@ -38,10 +40,10 @@ struct Schema {
   Keys unsupported;  // documented in SPEC.md, not implemented in this version yet
 };
 
-constexpr std::string_view k_top_keys[] = {"listen", "workers",   "shutdown_timeout", "log",
-                                           "limits", "listeners", "upstreams",        "routes"};
-constexpr std::string_view k_top_later[] = {"admin",       "consumers", "auth",
-                                            "rate_limits", "cache",     "mqtt"};
+constexpr std::string_view k_top_keys[] = {"listen",    "workers",   "shutdown_timeout", "log",
+                                           "limits",    "listeners", "consumers",        "auth",
+                                           "upstreams", "routes"};
+constexpr std::string_view k_top_later[] = {"admin", "rate_limits", "cache", "mqtt"};
 constexpr Schema k_top{"at the top level", k_top_keys, k_top_later};
 
 constexpr std::string_view k_log_keys[] = {"access", "access_format", "error", "level"};
@@ -53,16 +55,43 @@ constexpr std::string_view k_limits_keys[] = {
     "max_body"};
 constexpr Schema k_limits{"in 'limits'", k_limits_keys, {}};
 
-constexpr std::string_view k_listener_keys[] = {"name", "listen", "protocol", "limits"};
-constexpr std::string_view k_listener_later[] = {"http2", "tls", "redirect_to_https",
-                                                 "proxy_protocol", "upstream"};
+constexpr std::string_view k_listener_keys[] = {"name",   "listen", "protocol",
+                                                "limits", "tls",    "redirect_to_https"};
+constexpr std::string_view k_listener_later[] = {"http2", "proxy_protocol", "upstream"};
 constexpr Schema k_listener{"in a listener", k_listener_keys, k_listener_later};
 
+constexpr std::string_view k_listener_tls_keys[] = {"certificates", "min_version", "client_ca",
+                                                    "client_cert"};
+constexpr Schema k_listener_tls{"in a listener's 'tls'", k_listener_tls_keys, {}};
+
+constexpr std::string_view k_certificate_keys[] = {"cert", "key"};
+constexpr Schema k_certificate{"in a certificate", k_certificate_keys, {}};
+
+constexpr std::string_view k_consumer_keys[] = {"name", "groups", "api_keys", "password"};
+constexpr Schema k_consumer{"in a consumer", k_consumer_keys, {}};
+
+constexpr std::string_view k_authenticator_kinds[] = {"jwt", "api_key", "basic"};
+constexpr Schema k_authenticator{"in an authenticator", k_authenticator_kinds, {}};
+
+constexpr std::string_view k_jwt_keys[] = {"issuer",         "audiences",     "keys",
+                                           "secret",         "algorithms",    "leeway",
+                                           "consumer_claim", "forward_claims"};
+constexpr Schema k_jwt{"in 'jwt'", k_jwt_keys, {}};
+
+constexpr std::string_view k_api_key_auth_keys[] = {"header", "query"};
+constexpr Schema k_api_key_auth{"in 'api_key'", k_api_key_auth_keys, {}};
+
+constexpr std::string_view k_basic_keys[] = {"realm"};
+constexpr Schema k_basic{"in 'basic'", k_basic_keys, {}};
+
 constexpr std::string_view k_upstream_keys[] = {
-    "targets", "balance",  "hash_on",         "sticky",      "health_check", "outlier",
-    "retries", "protocol", "max_connections", "max_pending", "dns_ttl",      "timeouts"};
-constexpr std::string_view k_upstream_later[] = {"tls", "proxy_protocol"};
+    "targets",  "balance",         "hash_on",     "sticky",  "health_check", "outlier", "retries",
+    "protocol", "max_connections", "max_pending", "dns_ttl", "timeouts",     "tls"};
+constexpr std::string_view k_upstream_later[] = {"proxy_protocol"};
 constexpr Schema k_upstream{"in an upstream", k_upstream_keys, k_upstream_later};
+
+constexpr std::string_view k_upstream_tls_keys[] = {"sni", "verify", "ca"};
+constexpr Schema k_upstream_tls{"in an upstream's 'tls'", k_upstream_tls_keys, {}};
 
 constexpr std::string_view k_sticky_keys[] = {"cookie", "ttl"};
 constexpr Schema k_sticky{"in 'sticky'", k_sticky_keys, {}};
@@ -84,11 +113,11 @@ constexpr Schema k_target{"in a target", k_target_keys, {}};
 constexpr std::string_view k_timeouts_keys[] = {"connect", "request", "idle"};
 constexpr Schema k_timeouts{"in 'timeouts'", k_timeouts_keys, {}};
 
-constexpr std::string_view k_route_keys[] = {"name",     "match",   "upstream", "split",  "respond",
-                                             "redirect", "rewrite", "headers",  "timeout"};
+constexpr std::string_view k_route_keys[] = {"name",    "match",    "upstream", "split",
+                                             "respond", "redirect", "rewrite",  "headers",
+                                             "timeout", "auth",     "allow",    "deny"};
 constexpr std::string_view k_route_later[] = {
-    "auth", "allow",     "deny",      "rate_limit",       "cache",
-    "cors", "transform", "websocket", "websocket_bridge", "compress"};
+    "rate_limit", "cache", "cors", "transform", "websocket", "websocket_bridge", "compress"};
 constexpr Schema k_route{"in a route", k_route_keys, k_route_later};
 constexpr std::string_view k_route_actions[] = {"upstream", "split", "respond", "redirect"};
 
@@ -115,6 +144,12 @@ constexpr Schema k_route_headers{"in a route's 'headers'", k_route_headers_keys,
 constexpr std::string_view k_header_ops_keys[] = {"set", "remove"};
 constexpr Schema k_header_ops{"in a header operation", k_header_ops_keys, {}};
 
+// `allow` by identity (consumers, groups, scopes) needs authentication on the route; by ips not.
+constexpr std::string_view k_allow_keys[] = {"consumers", "groups", "scopes", "ips"};
+constexpr Schema k_allow{"in 'allow'", k_allow_keys, {}};
+constexpr std::string_view k_deny_keys[] = {"ips"};
+constexpr Schema k_deny{"in 'deny'", k_deny_keys, {}};
+
 // Enumerated values: accepted now / documented but not implemented yet.
 constexpr std::string_view k_log_levels[] = {"debug", "info", "warn", "error"};
 constexpr std::string_view k_access_formats[] = {"json", "combined"};
@@ -130,6 +165,17 @@ constexpr std::string_view k_retry_conditions[] = {"connect_failure", "reset"};
 constexpr std::string_view k_retry_methods[] = {"idempotent", "all"};
 constexpr std::string_view k_upstream_protocols[] = {"http1"};
 constexpr std::string_view k_upstream_protocols_later[] = {"http2", "h2c"};
+constexpr std::string_view k_tls_versions[] = {"1.2", "1.3"};
+constexpr std::string_view k_client_cert_modes[] = {"optional", "required"};
+// "none" is not here: it is refused with its own message, whatever its case.
+constexpr std::string_view k_jwt_algorithms[] = {"HS256", "HS384", "HS512", "RS256", "RS384",
+                                                 "RS512", "PS256", "ES256", "ES384", "EdDSA"};
+constexpr std::string_view k_jwt_hmac_algorithms[] = {"HS256", "HS384", "HS512"};
+constexpr std::string_view k_jwt_key_algorithms[] = {"RS256", "RS384", "RS512", "PS256",
+                                                     "ES256", "ES384", "EdDSA"};
+// crypt(3) hash prefixes: bcrypt, sha512-crypt, sha256-crypt, yescrypt.
+constexpr std::string_view k_password_hash_prefixes[] = {"$2a$", "$2b$", "$2y$",
+                                                         "$6$",  "$5$",  "$y$"};
 
 constexpr uint32_t k_max_weight = 1'000'000;
 constexpr uint64_t k_max_connections = 1'000'000;  // also the bound of max_pending
@@ -137,6 +183,8 @@ constexpr int k_max_health_threshold = 100;        // healthy / unhealthy
 constexpr int k_max_consecutive_failures = 1000;
 constexpr int k_max_retry_attempts = 10;
 constexpr int k_max_workers = 1024;
+constexpr size_t k_min_jwt_secret = 32;  // bytes: RFC 7518 wants a key at least as long as the hash
+constexpr size_t k_sha256_hex = 64;
 
 // A user-written string inside a message: quoted, control bytes escaped, long text shortened so
 // one pasted blob cannot flood the terminal.
@@ -289,6 +337,15 @@ class Loader {
                             did_you_mean(closest(key, candidates)));
       }
     }
+    return out;
+  }
+
+  // fields(), for a map with required keys: `clean` tells whether reading it reported nothing. A
+  // "needs 'x'" error is left out after an unknown key, which is most likely 'x' misspelt.
+  std::optional<Fields> fields(const Value& v, const Schema& schema, bool& clean) {
+    size_t errors_before = errors_;
+    auto out = fields(v, schema);
+    clean = errors_ == errors_before;
     return out;
   }
 
@@ -518,6 +575,8 @@ class Loader {
     }
     if (const Field* f = top->get("log")) load_log(f->value);
     if (const Field* f = top->get("limits")) load_limits(f->value, config_.limits);
+    if (const Field* f = top->get("consumers")) load_consumers(f->value);
+    if (const Field* f = top->get("auth")) load_authenticators(f->value);
     if (const Field* f = top->get("upstreams")) load_upstreams(f->value);
     size_t errors_before_listeners = errors_;
     if (const Field* f = top->get("listen")) {
@@ -672,6 +731,36 @@ class Loader {
     return (ec ? p : absolute).lexically_normal().string();
   }
 
+  // A file the gateway reads when it starts (a certificate, a key, a CA bundle, a JWKS): made
+  // absolute against the config file's directory, and it must be readable now. Its content is
+  // checked where it is used.
+  std::optional<std::string> readable_file(const Value& v) {
+    auto text = scalar(v, "a file path");
+    if (!text) return std::nullopt;
+    if (text->empty() || text->find('\0') != std::string::npos) {
+      error(v.mark, v.what + " must be a file path");
+      return std::nullopt;
+    }
+    std::string path = absolute_path(*text);
+    if (auto why = unreadable(path)) {
+      error(v.mark, "cannot read " + v.what + " file " + quote(path) + ": " + *why);
+      return std::nullopt;
+    }
+    return path;
+  }
+
+  // nullopt when `path` is a file this process can open for reading, else why not.
+  static std::optional<std::string> unreadable(const std::string& path) {
+    struct stat info {};
+    if (::stat(path.c_str(), &info) != 0) return std::strerror(errno);
+    if (S_ISDIR(info.st_mode)) return std::strerror(EISDIR);
+    // O_NONBLOCK: a FIFO named by mistake must not hang the load.
+    int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+    if (fd < 0) return std::strerror(errno);
+    ::close(fd);
+    return std::nullopt;
+  }
+
   void load_limits(const Value& v, Limits& limits) {
     auto f = fields(v, k_limits);
     if (!f) return;
@@ -755,8 +844,86 @@ class Loader {
           }
         }
         if (const Field* limits = f->get("limits")) load_limits(limits->value, listener.limits);
+        const Field* tls = f->get("tls");
+        if (tls) load_listener_tls(*tls, listener);
+        if (const Field* redirect = f->get("redirect_to_https")) {
+          if (tls) {
+            error(redirect->key_mark,
+                  "'redirect_to_https' is only for a listener without 'tls' (it answers cleartext "
+                  "requests with a redirect to https)");
+          } else if (auto on = boolean(redirect->value)) {
+            listener.redirect_to_https = *on;
+          }
+        }
       }
       if (has_address) add_listener(std::move(listener), name_mark, listen_mark);
+    }
+  }
+
+  void load_listener_tls(const Field& field, Listener& listener) {
+    bool clean = true;
+    auto f = fields(field.value, k_listener_tls, clean);
+    if (!f) return;
+    ListenerTls& tls = listener.tls.emplace();
+    if (const Field* certificates = f->get("certificates")) {
+      load_certificates(certificates->value, tls);
+    } else if (clean) {
+      error(field.key_mark, "'tls' needs 'certificates' (a list of { cert, key })");
+    }
+    if (const Field* version = f->get("min_version")) {
+      if (auto text = scalar(version->value)) {
+        if (contains(k_tls_versions, *text)) {
+          tls.min_version = *text == "1.3" ? TlsVersion::Tls1_3 : TlsVersion::Tls1_2;
+        } else {
+          error(version->value.mark,
+                "'min_version' must be \"1.2\" or \"1.3\", got " + quote(*text));
+        }
+      }
+    }
+    const Field* client_ca = f->get("client_ca");
+    if (client_ca) {
+      tls.client_cert = ListenerTls::ClientCert::Optional;
+      if (auto path = readable_file(client_ca->value)) tls.client_ca = *path;
+    }
+    if (const Field* client_cert = f->get("client_cert")) {
+      if (!client_ca) {
+        error(client_cert->key_mark,
+              "'client_cert' needs 'client_ca' (the CA that signs the client certificates)");
+      } else if (auto mode = choice(client_cert->value, "client_cert mode", k_client_cert_modes)) {
+        tls.client_cert = *mode == "required" ? ListenerTls::ClientCert::Required
+                                              : ListenerTls::ClientCert::Optional;
+      }
+    }
+  }
+
+  void load_certificates(const Value& v, ListenerTls& tls) {
+    auto items = list(v);
+    if (!items) return;
+    if (items->empty()) {
+      error(v.mark, "'certificates' needs at least one { cert, key }");
+      return;
+    }
+    for (const YAML::Node& node : *items) {
+      Value entry = item(node, v.mark, "a certificate");
+      bool clean = true;
+      auto f = fields(entry, k_certificate, clean);
+      if (!f) continue;
+      TlsCertificate certificate;
+      certificate.mark = entry.mark;
+      const Field* cert = f->get("cert");
+      const Field* key = f->get("key");
+      if (!cert && clean) {
+        error(entry.mark, "a certificate needs 'cert' (the PEM certificate chain)");
+      }
+      if (!key && clean) error(entry.mark, "a certificate needs 'key' (the PEM private key)");
+      std::optional<std::string> cert_path;
+      std::optional<std::string> key_path;
+      if (cert) cert_path = readable_file(cert->value);
+      if (key) key_path = readable_file(key->value);
+      if (!cert_path || !key_path) continue;
+      certificate.cert = std::move(*cert_path);
+      certificate.key = std::move(*key_path);
+      tls.certificates.push_back(std::move(certificate));
     }
   }
 
@@ -774,6 +941,362 @@ class Loader {
       }
     }
     config_.listeners.push_back(std::move(listener));
+  }
+
+  // ---- Consumers ---------------------------------------------------------------------------
+
+  void load_consumers(const Value& v) {
+    auto items = list(v);
+    if (!items) return;
+    // Each api key (as "sha256:<hex>" or "key:<key>") -> where it was first given.
+    std::map<std::string, std::pair<std::string, Mark>> keys_seen;
+    for (const YAML::Node& node : *items) {
+      Value entry = item(node, v.mark, "a consumer");
+      bool clean = true;
+      auto f = fields(entry, k_consumer, clean);
+      if (!f) continue;
+      Consumer consumer;
+      consumer.mark = entry.mark;
+      if (const Field* name = f->get("name")) {
+        load_consumer_name(name->value, consumer);
+      } else if (clean) {
+        error(entry.mark, "a consumer needs 'name'");
+      }
+      if (const Field* groups = f->get("groups")) {
+        for (auto& [text, mark] : string_or_list(groups->value, "a group")) {
+          if (!is_consumer_name(text)) {
+            error(mark, "invalid group name " + quote(text) +
+                            " (use letters, digits, '_', '.', '-' and '@')");
+          } else if (std::find(consumer.groups.begin(), consumer.groups.end(), text) ==
+                     consumer.groups.end()) {
+            consumer.groups.push_back(std::move(text));
+          }
+        }
+      }
+      if (const Field* api_keys = f->get("api_keys")) {
+        load_api_keys(api_keys->value, consumer, keys_seen);
+      }
+      if (const Field* password = f->get("password")) {
+        load_password(password->value, consumer);
+      }
+      config_.consumers.push_back(std::move(consumer));
+    }
+  }
+
+  void load_consumer_name(const Value& v, Consumer& consumer) {
+    auto text = scalar(v);
+    if (!text) return;
+    // Kept even when invalid: later messages name the consumer as written, and an `allow`
+    // naming it is not also "unknown".
+    consumer.name = *text;
+    consumer_names_.push_back(*text);
+    if (!is_consumer_name(*text)) {
+      error(v.mark, "invalid consumer name " + quote(*text) +
+                        " (use letters, digits, '_', '.', '-' and '@')");
+      return;
+    }
+    for (const Consumer& other : config_.consumers) {
+      if (other.name == *text) {
+        error(v.mark, "duplicate consumer name " + quote(*text) + " (first used at line " +
+                          std::to_string(other.mark.line) + ")");
+        return;
+      }
+    }
+  }
+
+  // "sha256:<64 hex digits>" (stored lower-case) or "key:<the key>". Messages never repeat a key:
+  // the output of `sluice validate` ends up in CI logs.
+  void load_api_keys(const Value& v, Consumer& consumer,
+                     std::map<std::string, std::pair<std::string, Mark>>& keys_seen) {
+    std::string whose = "for consumer " + quote(consumer.name);
+    for (auto& [text, mark] : string_or_list(v, "an api key")) {
+      ApiKey key;
+      key.mark = mark;
+      if (text.starts_with("sha256:")) {
+        std::string hex = to_lower(std::string_view(text).substr(7));
+        if (hex.size() != k_sha256_hex || !is_hex(hex)) {
+          error(mark, "invalid api key " + whose + ": 'sha256:' must be followed by 64 hex digits");
+          continue;
+        }
+        key.kind = ApiKey::Kind::Sha256;
+        key.value = std::move(hex);
+      } else if (text.starts_with("key:")) {
+        std::string_view plain = std::string_view(text).substr(4);
+        bool printable = std::all_of(plain.begin(), plain.end(), [](char c) {
+          return static_cast<unsigned char>(c) > 0x20 && c != 0x7f;
+        });
+        if (plain.empty() || !printable) {
+          error(mark, "invalid api key " + whose +
+                          ": 'key:' must be followed by the key, without spaces or control "
+                          "characters");
+          continue;
+        }
+        key.kind = ApiKey::Kind::Plain;
+        key.value = std::string(plain);
+      } else {
+        error(mark, "invalid api key " + whose + ": expected sha256:<64 hex digits> or key:<key>");
+        continue;
+      }
+      std::string id = (key.kind == ApiKey::Kind::Sha256 ? "sha256:" : "key:") + key.value;
+      auto [it, added] = keys_seen.emplace(id, std::make_pair(consumer.name, mark));
+      if (!added) {
+        error(mark, "duplicate api key " + whose + " (consumer " + quote(it->second.first) +
+                        " has it at line " + std::to_string(it->second.second.line) + ")");
+        continue;
+      }
+      consumer.api_keys.push_back(std::move(key));
+    }
+  }
+
+  // A crypt(3) hash; only its scheme prefix is checked here. The value is never repeated in a
+  // message, in case a plain password was written by mistake.
+  void load_password(const Value& v, Consumer& consumer) {
+    auto text = scalar(v);
+    if (!text) return;
+    bool known =
+        std::any_of(std::begin(k_password_hash_prefixes), std::end(k_password_hash_prefixes),
+                    [&](std::string_view prefix) { return text->starts_with(prefix); });
+    if (!known) {
+      error(v.mark, "invalid password for consumer " + quote(consumer.name) +
+                        ": expected a crypt(3) hash starting with $2a$, $2b$ or $2y$ (bcrypt), "
+                        "$6$ (sha512-crypt), $5$ (sha256-crypt) or $y$ (yescrypt)");
+      return;
+    }
+    bool spaced = std::any_of(text->begin(), text->end(), [](char c) {
+      return static_cast<unsigned char>(c) <= 0x20 || c == 0x7f;
+    });
+    if (spaced) {
+      error(v.mark, "invalid password for consumer " + quote(consumer.name) +
+                        ": a crypt(3) hash has no spaces or control characters");
+      return;
+    }
+    consumer.password = std::move(*text);
+  }
+
+  // ---- Authenticators ----------------------------------------------------------------------
+
+  void load_authenticators(const Value& v) {
+    std::vector<Entry> list = entries(v, "authenticator");
+    // Names first, as for upstreams: a route naming a broken authenticator gets no echo error.
+    for (const Entry& e : list) auth_names_.push_back(e.key);
+    for (const Entry& e : list) load_authenticator(e);
+  }
+
+  void load_authenticator(const Entry& e) {
+    Authenticator authenticator;
+    authenticator.name = e.key;
+    authenticator.mark = e.key_mark;
+    if (!is_object_name(e.key)) {
+      error(e.key_mark, "invalid authenticator name " + quote(e.key) +
+                            " (use letters, digits, '_', '.' and '-')");
+    }
+    bool clean = true;
+    auto f = fields(e.value, k_authenticator, clean);
+    if (!f) return;
+    if (f->list.empty()) {
+      if (clean) {
+        error(e.key_mark,
+              "authenticator " + quote(e.key) + " needs one of " + one_of(k_authenticator_kinds));
+      }
+      return;
+    }
+    const Field& kind = f->list[0];
+    for (size_t i = 1; i < f->list.size(); ++i) {
+      error(f->list[i].key_mark, "authenticator " + quote(e.key) + " has both " + quote(kind.key) +
+                                     " and " + quote(f->list[i].key) + ": give exactly one of " +
+                                     one_of(k_authenticator_kinds));
+    }
+    if (kind.key == "jwt") {
+      authenticator.kind = Authenticator::Kind::Jwt;
+      load_jwt(kind, authenticator);
+    } else if (kind.key == "api_key") {
+      authenticator.kind = Authenticator::Kind::ApiKey;
+      load_api_key_auth(kind, authenticator.api_key);
+    } else {
+      authenticator.kind = Authenticator::Kind::Basic;
+      load_basic_auth(kind.value, authenticator.basic);
+    }
+    config_.authenticators.push_back(std::move(authenticator));
+  }
+
+  // A non-empty string; nullopt after an error.
+  std::optional<std::string> non_empty(const Value& v) {
+    auto text = scalar(v);
+    if (text && text->empty()) {
+      error(v.mark, v.what + " must not be empty");
+      return std::nullopt;
+    }
+    return text;
+  }
+
+  void load_jwt(const Field& field, Authenticator& authenticator) {
+    bool clean = true;
+    auto f = fields(field.value, k_jwt, clean);
+    if (!f) return;
+    JwtAuth& jwt = authenticator.jwt;
+    if (const Field* issuer = f->get("issuer")) {
+      if (auto text = non_empty(issuer->value)) jwt.issuer = *text;
+    }
+    if (const Field* audiences = f->get("audiences")) {
+      for (auto& [text, mark] : string_or_list(audiences->value, "an audience")) {
+        if (text.empty()) {
+          error(mark, "an audience must not be empty");
+        } else if (std::find(jwt.audiences.begin(), jwt.audiences.end(), text) ==
+                   jwt.audiences.end()) {
+          jwt.audiences.push_back(std::move(text));
+        }
+      }
+    }
+
+    // The key material decides the algorithm family: one of `keys` or `secret`.
+    enum class Material { Unknown, Keys, Secret };
+    Material material = Material::Unknown;
+    const Field* keys = f->get("keys");
+    const Field* secret = f->get("secret");
+    if (keys && secret) {
+      // Both point into f->list, which is in file order: report the one written second.
+      const Field* second = keys < secret ? secret : keys;
+      error(second->key_mark,
+            "'jwt' has both 'keys' and 'secret': give exactly one (keys for RS*, PS256, ES* and "
+            "EdDSA, secret for HS*)");
+    } else if (!keys && !secret) {
+      if (clean) {
+        error(field.key_mark,
+              "'jwt' needs 'keys' (a JWKS or PEM public key file) or 'secret' (an HMAC secret)");
+      }
+    } else if (keys) {
+      material = Material::Keys;
+      if (auto path = readable_file(keys->value)) jwt.keys = *path;
+    } else {
+      material = Material::Secret;
+      // Never repeated in a message: it is a secret.
+      if (auto text = scalar(secret->value)) {
+        if (text->size() < k_min_jwt_secret) {
+          error(secret->value.mark,
+                "'secret' must be at least " + std::to_string(k_min_jwt_secret) + " bytes, got " +
+                    std::to_string(text->size()) + ": a short HMAC secret can be guessed offline");
+        } else {
+          jwt.secret = std::move(*text);
+        }
+      }
+    }
+
+    if (const Field* algorithms = f->get("algorithms")) {
+      const Value& v = algorithms->value;
+      if (v.node.IsSequence() && v.node.size() == 0) {
+        error(v.mark, "'algorithms' needs at least one algorithm");
+      }
+      for (auto& [text, mark] : string_or_list(v, "an algorithm")) {
+        if (to_lower(text) == "none") {
+          error(mark, "JWT algorithm " + quote(text) +
+                          " is never allowed: it accepts tokens without a signature");
+          continue;
+        }
+        if (!contains(k_jwt_algorithms, text)) {
+          auto hint = closest(text, k_jwt_algorithms);
+          error(mark,
+                "unknown JWT algorithm " + quote(text) +
+                    (hint ? did_you_mean(hint) : " (expected " + one_of(k_jwt_algorithms) + ")"));
+          continue;
+        }
+        bool hmac = contains(k_jwt_hmac_algorithms, text);
+        if (hmac && material == Material::Keys) {
+          error(mark, "JWT algorithm " + quote(text) + " needs a 'secret', but authenticator " +
+                          quote(authenticator.name) + " has 'keys' (use RS*, PS256, ES* or EdDSA)");
+          continue;
+        }
+        if (!hmac && material == Material::Secret) {
+          error(mark, "JWT algorithm " + quote(text) + " needs 'keys', but authenticator " +
+                          quote(authenticator.name) +
+                          " has a 'secret' (use HS256, HS384 or HS512)");
+          continue;
+        }
+        if (std::find(jwt.algorithms.begin(), jwt.algorithms.end(), text) == jwt.algorithms.end()) {
+          jwt.algorithms.push_back(std::move(text));
+        }
+      }
+    } else if (material == Material::Secret) {
+      jwt.algorithms.assign(std::begin(k_jwt_hmac_algorithms), std::end(k_jwt_hmac_algorithms));
+    } else if (material == Material::Keys) {
+      jwt.algorithms.assign(std::begin(k_jwt_key_algorithms), std::end(k_jwt_key_algorithms));
+    }
+
+    if (const Field* leeway = f->get("leeway")) {
+      if (auto d = duration(leeway->value, Zero::Allowed)) jwt.leeway = *d;
+    }
+    if (const Field* claim = f->get("consumer_claim")) {
+      if (auto text = non_empty(claim->value)) jwt.consumer_claim = *text;
+    }
+    if (const Field* forward = f->get("forward_claims")) {
+      for (const Entry& e : entries(forward->value, "claim")) {
+        auto header = scalar(e.value);
+        if (!header) continue;
+        if (!is_token(*header)) {
+          error(e.value.mark, "invalid header name " + quote(*header));
+          continue;
+        }
+        std::string name = to_lower(*header);
+        auto same = std::find_if(jwt.forward_claims.begin(), jwt.forward_claims.end(),
+                                 [&](const auto& pair) { return pair.second == name; });
+        if (same != jwt.forward_claims.end()) {
+          error(e.value.mark,
+                "header " + quote(name) + " already carries claim " + quote(same->first));
+          continue;
+        }
+        jwt.forward_claims.emplace_back(e.key, std::move(name));
+      }
+    }
+  }
+
+  void load_api_key_auth(const Field& field, ApiKeyAuth& auth) {
+    bool clean = true;
+    auto f = fields(field.value, k_api_key_auth, clean);
+    if (!f) return;
+    const Field* header = f->get("header");
+    const Field* query = f->get("query");
+    if (!header && !query) {
+      if (clean) error(field.key_mark, "'api_key' needs 'header', 'query' or both");
+      return;
+    }
+    if (header) {
+      if (auto text = scalar(header->value)) {
+        if (is_token(*text)) {
+          auth.header = to_lower(*text);
+        } else {
+          error(header->value.mark, "invalid header name " + quote(*text));
+        }
+      }
+    }
+    if (query) {
+      if (auto text = scalar(query->value)) {
+        if (text->empty() || text->find_first_of("&=#") != std::string::npos) {
+          error(query->value.mark, "invalid query parameter name " + quote(*text));
+        } else {
+          auth.query = *text;
+        }
+      }
+    }
+  }
+
+  // The realm is sent inside a quoted string: WWW-Authenticate: Basic realm="...".
+  void load_basic_auth(const Value& v, BasicAuth& basic) {
+    auto f = fields(v, k_basic);
+    if (!f) return;
+    if (const Field* realm = f->get("realm")) {
+      auto text = scalar(realm->value);
+      if (!text) return;
+      bool plain = std::all_of(text->begin(), text->end(), [](char c) {
+        return static_cast<unsigned char>(c) >= 0x20 && c != 0x7f && c != '"' && c != '\\';
+      });
+      if (text->empty() || !plain) {
+        error(realm->value.mark,
+              "'realm' must be non-empty text without quotes, backslashes or control characters, "
+              "got " +
+                  quote(*text));
+        return;
+      }
+      basic.realm = *text;
+    }
   }
 
   // ---- Upstreams ---------------------------------------------------------------------------
@@ -837,6 +1360,7 @@ class Loader {
       if (const Field* timeouts = f->get("timeouts")) {
         load_timeouts(timeouts->value, upstream.timeouts);
       }
+      if (const Field* tls = f->get("tls")) load_upstream_tls(tls->value, upstream);
     } else if (!e.value.node.IsSequence()) {
       type_error(e.value, "a list of addresses or a map with 'targets'");
       has_targets = false;
@@ -1064,6 +1588,29 @@ class Loader {
     }
   }
 
+  // `tls: {}` is TLS with the defaults: verify against the system store, SNI from the target.
+  void load_upstream_tls(const Value& v, Upstream& upstream) {
+    auto f = fields(v, k_upstream_tls);
+    if (!f) return;
+    UpstreamTls& tls = upstream.tls.emplace();
+    if (const Field* sni = f->get("sni")) {
+      if (auto text = scalar(sni->value)) {
+        if (!is_hostname(*text) || canonical_ip(*text)) {
+          error(sni->value.mark, "invalid 'sni' " + quote(*text) +
+                                     ": expected a host name (SNI cannot carry an IP address)");
+        } else {
+          tls.sni = to_lower(*text);
+        }
+      }
+    }
+    if (const Field* verify = f->get("verify")) {
+      if (auto on = boolean(verify->value)) tls.verify = *on;
+    }
+    if (const Field* ca = f->get("ca")) {
+      if (auto path = readable_file(ca->value)) tls.ca = *path;
+    }
+  }
+
   void load_timeouts(const Value& v, Timeouts& timeouts) {
     auto f = fields(v, k_timeouts);
     if (!f) return;
@@ -1205,6 +1752,159 @@ class Loader {
       }
     }
     if (const Field* timeout = f.get("timeout")) route.timeout = duration(timeout->value);
+
+    const Field* auth = f.get("auth");
+    if (auth) load_route_auth(auth->value, route);
+    if (const Field* allow = f.get("allow")) load_allow(*allow, route.allow, auth != nullptr);
+    if (const Field* deny = f.get("deny")) {
+      bool clean = true;
+      if (auto d = fields(deny->value, k_deny, clean)) {
+        if (const Field* ips = d->get("ips")) {
+          load_ips(ips->value, route.deny.ips);
+        } else if (clean) {
+          error(deny->key_mark, "'deny' needs 'ips'");
+        }
+      }
+    }
+  }
+
+  // ---- Authentication and authorization ----------------------------------------------------
+
+  // One authenticator name or a list of them: any one of them suffices.
+  void load_route_auth(const Value& v, Route& route) {
+    if (v.node.IsSequence() && v.node.size() == 0) {
+      error(v.mark, "'auth' needs at least one authenticator");
+      return;
+    }
+    for (auto& [name, mark] : string_or_list(v, "an authenticator name")) {
+      if (std::find(auth_names_.begin(), auth_names_.end(), name) == auth_names_.end()) {
+        error(mark, "unknown authenticator " + quote(name) +
+                        did_you_mean(closest(name, std::span<const std::string>(auth_names_))));
+      }
+      // Kept even when unknown, so the authenticator it meant is not also "unused".
+      if (std::find(route.auth.begin(), route.auth.end(), name) == route.auth.end()) {
+        route.auth.push_back(std::move(name));
+      }
+    }
+  }
+
+  void load_allow(const Field& field, Allow& allow, bool has_auth) {
+    bool clean = true;
+    auto f = fields(field.value, k_allow, clean);
+    if (!f) return;
+    if (f->list.empty()) {
+      if (clean) error(field.key_mark, "'allow' needs at least one of " + one_of(k_allow_keys));
+      return;
+    }
+    // Lists of names: consumers, groups, scopes.
+    auto names = [&](const Field& list, std::string_view item_what) {
+      std::vector<std::pair<std::string, Mark>> out;
+      if (!has_auth) {
+        error(list.key_mark, "'allow' by " + list.key + " needs 'auth' on the route");
+      }
+      if (list.value.node.IsSequence() && list.value.node.size() == 0) {
+        error(list.value.mark, quote(list.key) + " in 'allow' needs at least one entry");
+        return out;
+      }
+      return string_or_list(list.value, std::string(item_what));
+    };
+    if (const Field* consumers = f->get("consumers")) {
+      for (auto& [name, mark] : names(*consumers, "a consumer name")) {
+        if (std::find(consumer_names_.begin(), consumer_names_.end(), name) ==
+            consumer_names_.end()) {
+          error(mark,
+                "unknown consumer " + quote(name) +
+                    did_you_mean(closest(name, std::span<const std::string>(consumer_names_))));
+          continue;
+        }
+        add_unique(allow.consumers, std::move(name));
+      }
+    }
+    if (const Field* groups = f->get("groups")) {
+      for (auto& [name, mark] : names(*groups, "a group name")) {
+        if (!is_consumer_name(name)) {
+          error(mark, "invalid group name " + quote(name) +
+                          " (use letters, digits, '_', '.', '-' and '@')");
+          continue;
+        }
+        add_unique(allow.groups, std::move(name));
+      }
+    }
+    if (const Field* scopes = f->get("scopes")) {
+      allow.scopes_mark = scopes->key_mark;
+      for (auto& [scope, mark] : names(*scopes, "a scope")) {
+        // RFC 6749 3.3: scope tokens are printable ASCII without space, '"' or '\'.
+        bool valid = !scope.empty() && std::all_of(scope.begin(), scope.end(), [](char c) {
+          return c > 0x20 && c < 0x7f && c != '"' && c != '\\';
+        });
+        if (!valid) {
+          error(mark, "invalid scope " + quote(scope) +
+                          " (a scope is printable ASCII without spaces, '\"' or '\\')");
+          continue;
+        }
+        add_unique(allow.scopes, std::move(scope));
+      }
+    }
+    if (const Field* ips = f->get("ips")) load_ips(ips->value, allow.ips);
+  }
+
+  static void add_unique(std::vector<std::string>& list, std::string value) {
+    if (std::find(list.begin(), list.end(), value) == list.end()) list.push_back(std::move(value));
+  }
+
+  // Addresses ("10.0.0.1", "::1") and CIDR blocks ("10.0.0.0/8", "2001:db8::/32").
+  void load_ips(const Value& v, std::vector<IpRange>& out) {
+    if (v.node.IsSequence() && v.node.size() == 0) {
+      error(v.mark, "'ips' needs at least one address or CIDR block");
+      return;
+    }
+    for (auto& [text, mark] : string_or_list(v, "an address")) {
+      if (auto range = ip_range(text, mark)) out.push_back(std::move(*range));
+    }
+  }
+
+  std::optional<IpRange> ip_range(const std::string& text, Mark mark) {
+    size_t slash = text.find('/');
+    std::string address = text.substr(0, slash);
+    auto ip = canonical_ip(address);
+    if (slash == std::string::npos && !ip) {
+      error(mark, "invalid address " + quote(text) +
+                      " in 'ips' (expected an IPv4 or IPv6 address, or a CIDR block like "
+                      "10.0.0.0/8)");
+      return std::nullopt;
+    }
+    if (!ip) {
+      error(mark, "invalid CIDR " + quote(text) + " in 'ips': " + quote(address) +
+                      " is not an IP address");
+      return std::nullopt;
+    }
+    IpRange range;
+    bool v6 = ip->find(':') != std::string::npos;
+    range.family = v6 ? IpRange::Family::V6 : IpRange::Family::V4;
+    unsigned bits = v6 ? 128 : 32;
+    range.prefix_length = static_cast<int>(bits);
+    if (slash != std::string::npos) {
+      auto prefix = parse_uint(std::string_view(text).substr(slash + 1));
+      if (!prefix || *prefix > bits) {
+        error(mark, "invalid CIDR " + quote(text) + " in 'ips': the prefix length of an " +
+                        (v6 ? "IPv6" : "IPv4") + " block is 0 to " + std::to_string(bits));
+        return std::nullopt;
+      }
+      range.prefix_length = static_cast<int>(*prefix);
+    }
+    auto network = network_address(*ip, static_cast<unsigned>(range.prefix_length));
+    if (!network) {  // unreachable: the address and the prefix length were checked above
+      error(mark, "invalid CIDR " + quote(text) + " in 'ips'");
+      return std::nullopt;
+    }
+    if (*network != *ip) {
+      std::string block = *network + "/" + std::to_string(range.prefix_length);
+      error(mark,
+            "invalid CIDR " + quote(text) + " in 'ips': host bits are set" + did_you_mean(block));
+      return std::nullopt;
+    }
+    range.address = std::move(*network);
+    return range;
   }
 
   void load_action(const Field& action, Route& route) {
@@ -1571,6 +2271,8 @@ class Loader {
   std::vector<Diagnostic> diagnostics_;
   size_t errors_ = 0;
   std::vector<std::string> upstream_names_;  // every name under `upstreams:`, valid or not
+  std::vector<std::string> auth_names_;      // every name under `auth:`, valid or not
+  std::vector<std::string> consumer_names_;  // every consumer's `name`, valid or not
 };
 
 }  // namespace

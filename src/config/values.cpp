@@ -127,6 +127,18 @@ bool is_object_name(std::string_view text) {
   });
 }
 
+bool is_consumer_name(std::string_view text) {
+  return !text.empty() && std::all_of(text.begin(), text.end(), [](char c) {
+    return is_alnum(c) || c == '_' || c == '.' || c == '-' || c == '@';
+  });
+}
+
+bool is_hex(std::string_view text) {
+  return !text.empty() && std::all_of(text.begin(), text.end(), [](char c) {
+    return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F');
+  });
+}
+
 std::optional<std::string_view> closest(std::string_view word,
                                         std::span<const std::string_view> candidates) {
   auto index = closest_index(word, candidates);
@@ -202,6 +214,30 @@ std::optional<std::string> canonical_ip(std::string_view host) {
     return std::string(buffer);
   }
   return std::nullopt;
+}
+
+std::optional<std::string> network_address(std::string_view address, unsigned prefix_length) {
+  std::string text(address);
+  unsigned char bytes[sizeof(in6_addr)] = {};
+  int family = AF_INET;
+  size_t size = sizeof(in_addr);
+  if (inet_pton(AF_INET, text.c_str(), bytes) != 1) {
+    if (inet_pton(AF_INET6, text.c_str(), bytes) != 1) return std::nullopt;
+    family = AF_INET6;
+    size = sizeof(in6_addr);
+  }
+  if (prefix_length > size * 8) return std::nullopt;
+  for (size_t i = 0; i < size; ++i) {
+    size_t bit = i * 8;
+    if (bit >= prefix_length) {
+      bytes[i] = 0;
+    } else if (prefix_length - bit < 8) {
+      bytes[i] &= static_cast<unsigned char>(0xff << (8 - (prefix_length - bit)));
+    }
+  }
+  char buffer[INET6_ADDRSTRLEN] = {};
+  if (inet_ntop(family, bytes, buffer, sizeof buffer) == nullptr) return std::nullopt;
+  return std::string(buffer);
 }
 
 bool is_hostname(std::string_view host) {

@@ -25,6 +25,13 @@ bool is_token(std::string_view text);
 // paths, so it is kept to [A-Za-z0-9_.-]+.
 bool is_object_name(std::string_view text);
 
+// A consumer or group name: it appears in log fields and in `allow` lists, and is often a user
+// name or an e-mail address, so '@' is allowed too: [A-Za-z0-9_.@-]+.
+bool is_consumer_name(std::string_view text);
+
+// Hex digits only (either case), and at least one.
+bool is_hex(std::string_view text);
+
 // The candidate closest to `word` for a "did you mean" hint: edit distance at most 2, or one is a
 // prefix of the other (for words of 3+ characters). nullopt when nothing is close.
 std::optional<std::string_view> closest(std::string_view word,
@@ -44,6 +51,11 @@ std::optional<HostPort> split_host_port(std::string_view text, std::string& erro
 
 // The canonical text of an IPv4/IPv6 literal ("::0" -> "::"), or nullopt when it is not one.
 std::optional<std::string> canonical_ip(std::string_view host);
+
+// The canonical text of the network `address`/`prefix_length` (every bit after the first
+// `prefix_length` cleared): ("10.1.2.3", 8) -> "10.0.0.0". nullopt when `address` is not an IP
+// literal or `prefix_length` is above its family's 32 or 128 bits.
+std::optional<std::string> network_address(std::string_view address, unsigned prefix_length);
 
 // A DNS name: dot-separated labels of [A-Za-z0-9_-], each 1..63, at most 253 in total.
 bool is_hostname(std::string_view host);

@@ -65,6 +65,32 @@ std::shared_ptr<const Snapshot> compile_snapshot(config::Config cfg, const std::
   auto snap = std::make_shared<Snapshot>();
   snap->config = std::move(cfg);
   const config::Config& c = snap->config;
+
+  // The loader already understands the edge-security keys (issue 4), but this data plane does
+  // not enforce them yet. Accepting them would leave a route the user meant to protect open, so
+  // they are refused here, where both `validate` and `run` see it.
+  auto not_enforced = [&](const config::Mark& m, std::string_view what) {
+    errors.push_back(fmt::format("{}:{}:{}: {} is not enforced in this version yet", c.file, m.line,
+                                 m.col, what));
+  };
+  for (const auto& l : c.listeners) {
+    if (l.tls) not_enforced(l.mark, fmt::format("listener '{}': 'tls'", l.name));
+    if (l.redirect_to_https) {
+      not_enforced(l.mark, fmt::format("listener '{}': 'redirect_to_https'", l.name));
+    }
+  }
+  for (const auto& u : c.upstreams) {
+    if (u.tls) not_enforced(u.mark, fmt::format("upstream '{}': 'tls'", u.name));
+  }
+  for (const auto& r : c.routes) {
+    if (!r.auth.empty()) not_enforced(r.mark, fmt::format("route '{}': 'auth'", r.name));
+    if (!r.allow.consumers.empty() || !r.allow.groups.empty() || !r.allow.scopes.empty() ||
+        !r.allow.ips.empty()) {
+      not_enforced(r.mark, fmt::format("route '{}': 'allow'", r.name));
+    }
+    if (!r.deny.ips.empty()) not_enforced(r.mark, fmt::format("route '{}': 'deny'", r.name));
+  }
+  if (!errors.empty()) return nullptr;
   snap->generation = ++g_generation;
   snap->checksum = fnv1a_hex(source_text);
   snap->loaded_at = std::chrono::system_clock::now();

@@ -2,6 +2,7 @@
 // diagnostics `sluice validate` prints for mistakes (SPEC.md section 2).
 #include <gtest/gtest.h>
 #include <stdlib.h>
+#include <unistd.h>
 
 #include <filesystem>
 #include <fstream>
@@ -15,7 +16,9 @@ namespace {
 
 using namespace std::chrono_literals;
 
-LoadResult load(const std::string& yaml) { return load_string(yaml, "sluice.yaml", "/etc/sluice"); }
+LoadResult load(const std::string& yaml, const std::string& base_dir = "/etc/sluice") {
+  return load_string(yaml, "sluice.yaml", base_dir);
+}
 
 std::vector<std::string> messages(const LoadResult& result) {
   std::vector<std::string> out;
@@ -24,8 +27,8 @@ std::vector<std::string> messages(const LoadResult& result) {
 }
 
 // The one diagnostic a broken file produces, as `sluice validate` prints it.
-std::string only_diagnostic(const std::string& yaml) {
-  LoadResult result = load(yaml);
+std::string only_diagnostic(const std::string& yaml, const std::string& base_dir = "/etc/sluice") {
+  LoadResult result = load(yaml, base_dir);
   EXPECT_FALSE(result.ok());
   EXPECT_EQ(result.diagnostics.size(), 1u) << ::testing::PrintToString(messages(result));
   return result.diagnostics.empty() ? "" : result.diagnostics[0].str();
@@ -258,9 +261,8 @@ TEST(ConfigTest, DocumentedButUnimplementedKeyIsNotSupportedYet) {
   EXPECT_EQ(only_diagnostic("listen: 0.0.0.0:80\nupstreams:\n  a: { targets: [1.2.3.4:80], "
                             "protocol: h2c }\nroutes: [{upstream: a}]\n"),
             "sluice.yaml:3:41: upstream protocol 'h2c' is not supported in this version yet");
-  EXPECT_EQ(only_diagnostic("listen: 0.0.0.0:80\nupstreams:\n  a: { targets: [1.2.3.4:80], "
-                            "tls: { sni: a.internal } }\nroutes: [{upstream: a}]\n"),
-            "sluice.yaml:3:31: 'tls' is not supported in this version yet");
+  EXPECT_EQ(only_diagnostic("listeners:\n  - { listen: 0.0.0.0:443, http2: true }\n"),
+            "sluice.yaml:2:28: 'http2' is not supported in this version yet");
   EXPECT_EQ(only_diagnostic("listen: 0.0.0.0:80\nupstreams:\n  a: { targets: [1.2.3.4:80], "
                             "proxy_protocol: v2 }\nroutes: [{upstream: a}]\n"),
             "sluice.yaml:3:31: 'proxy_protocol' is not supported in this version yet");
@@ -819,6 +821,564 @@ TEST(ConfigTest, DiagnosticFormat) {
   EXPECT_EQ(d.str(), "f.yaml:3:7: warning: careful");
   d.severity = Diagnostic::Severity::Error;
   EXPECT_EQ(d.str(), "f.yaml:3:7: careful");
+}
+
+// ---- TLS, consumers, authenticators, route access ------------------------------------------
+
+// The loader checks that every file a config names (certificates, keys, CA bundles, a JWKS) can
+// be read, so these tests load against a directory with real (placeholder) files.
+class ConfigFilesTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    dir_ = std::filesystem::temp_directory_path() /
+           ("sluice_config_files_test_" + std::to_string(::getpid()));
+    std::filesystem::create_directories(dir_ / "certs");
+    std::filesystem::create_directories(dir_ / "keys");
+    for (const char* name : {"certs/api.pem", "certs/api.key", "certs/other.pem", "certs/other.key",
+                             "certs/clients.pem", "certs/ca.pem", "keys/jwks.json"}) {
+      std::ofstream(dir_ / name) << "placeholder: the loader does not parse PEM or JWKS\n";
+    }
+  }
+  static void TearDownTestSuite() { std::filesystem::remove_all(dir_); }
+
+  static std::string path(const std::string& relative) { return (dir_ / relative).string(); }
+  static LoadResult load_here(const std::string& yaml) { return load(yaml, dir_.string()); }
+  static std::string only_diagnostic_here(const std::string& yaml) {
+    return only_diagnostic(yaml, dir_.string());
+  }
+
+  static inline std::filesystem::path dir_;
+};
+
+TEST_F(ConfigFilesTest, FullAccessConfigLoadsWithEveryValue) {
+  setenv("SLUICE_TEST_JWT_SECRET", "0123456789abcdef0123456789abcdef", 1);
+  LoadResult result = load_here(R"(listeners:
+  - name: web
+    listen: 0.0.0.0:8443
+    tls:
+      certificates:
+        - { cert: certs/api.pem, key: certs/api.key }
+        - { cert: )" + path("certs/other.pem") +
+                                R"(, key: certs/other.key }
+      min_version: "1.3"
+      client_ca: certs/clients.pem
+      client_cert: required
+  - name: cleartext
+    listen: 0.0.0.0:8080
+    redirect_to_https: true
+  - name: mtls
+    listen: 0.0.0.0:8444
+    tls: { certificates: [{ cert: certs/api.pem, key: certs/api.key }], client_ca: certs/ca.pem }
+consumers:
+  - name: alice
+    groups: [staff, ops, staff]
+    api_keys: [sha256:9F86D081884C7D659A2FEAA0C55AD015A3BF4F1B2B0B822CD15D6C15B0F00A08]
+    password: "$2b$12$R9h/cIPz0gi.URNNX3kh2OPST9/PgBkqquzi.Ss7KIUgO2t0jWMUW"
+  - name: bob@example.com
+    groups: staff
+    password: "$6$rounds=5000$salt$hash"
+  - { name: carol, password: "$y$j9T$salt$hash" }
+auth:
+  staff-jwt:
+    jwt:
+      issuer: https://auth.example.com
+      audiences: [api, admin]
+      keys: keys/jwks.json
+      algorithms: [RS256, ES256, EdDSA]
+      leeway: 30s
+      consumer_claim: email
+      forward_claims: { sub: X-User-Id, scope: x-scopes }
+  hmac-jwt:
+    jwt:
+      secret: ${SLUICE_TEST_JWT_SECRET}
+      leeway: 0s
+  keys-jwt:
+    jwt: { keys: keys/jwks.json }
+  partner-key:
+    api_key: { header: X-API-Key, query: api_key }
+  header-key:
+    api_key: { header: x-key }
+  ops-basic:
+    basic: { realm: ops }
+  default-basic:
+    basic: {}
+upstreams:
+  products:
+    targets: [127.0.0.1:9001]
+    tls: { sni: Products.Internal, verify: true, ca: certs/ca.pem }
+  insecure: { targets: [127.0.0.1:9002], tls: { verify: false } }
+  plain: [127.0.0.1:9003]
+routes:
+  - name: products-read
+    match: { path: /products }
+    upstream: products
+    auth: staff-jwt
+    allow:
+      consumers: [alice, bob@example.com]
+      groups: [staff]
+      scopes: [products:read, products:read]
+      ips: [10.0.0.0/8, "::1", 192.168.1.7, "2001:db8::/32", 0.0.0.0/0]
+    deny: { ips: [203.0.113.0/24] }
+  - name: partners
+    match: { path: /partners }
+    upstream: insecure
+    auth: [partner-key, header-key, ops-basic, hmac-jwt, keys-jwt, default-basic, ops-basic]
+  - name: office
+    match: { path: /office }
+    upstream: plain
+    allow: { ips: 10.1.0.0/16 }
+    deny: { ips: "10.1.2.3" }
+)");
+  ASSERT_TRUE(result.ok()) << ::testing::PrintToString(messages(result));
+  EXPECT_TRUE(result.diagnostics.empty()) << ::testing::PrintToString(messages(result));
+  const Config& cfg = *result.config;
+
+  ASSERT_EQ(cfg.listeners.size(), 3u);
+  const Listener& web = cfg.listeners[0];
+  ASSERT_TRUE(web.tls.has_value());
+  ASSERT_EQ(web.tls->certificates.size(), 2u);
+  EXPECT_EQ(web.tls->certificates[0].cert, path("certs/api.pem"));
+  EXPECT_EQ(web.tls->certificates[0].key, path("certs/api.key"));
+  EXPECT_EQ(web.tls->certificates[0].mark.line, 6);
+  EXPECT_EQ(web.tls->certificates[1].cert, path("certs/other.pem"));
+  EXPECT_EQ(web.tls->certificates[1].key, path("certs/other.key"));
+  EXPECT_EQ(web.tls->min_version, TlsVersion::Tls1_3);
+  EXPECT_EQ(web.tls->client_ca, path("certs/clients.pem"));
+  EXPECT_EQ(web.tls->client_cert, ListenerTls::ClientCert::Required);
+  EXPECT_FALSE(web.redirect_to_https);
+  EXPECT_FALSE(cfg.listeners[1].tls.has_value());
+  EXPECT_TRUE(cfg.listeners[1].redirect_to_https);
+  const Listener& mtls = cfg.listeners[2];
+  ASSERT_TRUE(mtls.tls.has_value());
+  EXPECT_EQ(mtls.tls->min_version, TlsVersion::Tls1_2);
+  EXPECT_EQ(mtls.tls->client_ca, path("certs/ca.pem"));
+  EXPECT_EQ(mtls.tls->client_cert, ListenerTls::ClientCert::Optional);
+
+  ASSERT_EQ(cfg.consumers.size(), 3u);
+  const Consumer* alice = cfg.find_consumer("alice");
+  ASSERT_NE(alice, nullptr);
+  EXPECT_EQ(alice->groups, (std::vector<std::string>{"staff", "ops"}));
+  ASSERT_EQ(alice->api_keys.size(), 1u);
+  EXPECT_EQ(alice->api_keys[0].kind, ApiKey::Kind::Sha256);
+  EXPECT_EQ(alice->api_keys[0].value,
+            "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08");
+  EXPECT_EQ(alice->password, "$2b$12$R9h/cIPz0gi.URNNX3kh2OPST9/PgBkqquzi.Ss7KIUgO2t0jWMUW");
+  EXPECT_EQ(alice->mark.line, 18);
+  EXPECT_EQ(cfg.consumers[1].name, "bob@example.com");
+  EXPECT_EQ(cfg.consumers[1].groups, (std::vector<std::string>{"staff"}));
+  EXPECT_TRUE(cfg.consumers[1].api_keys.empty());
+  EXPECT_EQ(cfg.consumers[2].password, "$y$j9T$salt$hash");
+  EXPECT_EQ(cfg.find_consumer("mallory"), nullptr);
+
+  ASSERT_EQ(cfg.authenticators.size(), 7u);
+  const Authenticator* staff = cfg.find_authenticator("staff-jwt");
+  ASSERT_NE(staff, nullptr);
+  EXPECT_EQ(staff->kind, Authenticator::Kind::Jwt);
+  EXPECT_EQ(staff->mark.line, 27);
+  EXPECT_EQ(staff->jwt.issuer, "https://auth.example.com");
+  EXPECT_EQ(staff->jwt.audiences, (std::vector<std::string>{"api", "admin"}));
+  EXPECT_EQ(staff->jwt.keys, path("keys/jwks.json"));
+  EXPECT_EQ(staff->jwt.secret, "");
+  EXPECT_EQ(staff->jwt.algorithms, (std::vector<std::string>{"RS256", "ES256", "EdDSA"}));
+  EXPECT_EQ(staff->jwt.leeway, 30s);
+  EXPECT_EQ(staff->jwt.consumer_claim, "email");
+  EXPECT_EQ(staff->jwt.forward_claims, (std::vector<std::pair<std::string, std::string>>{
+                                           {"sub", "x-user-id"}, {"scope", "x-scopes"}}));
+  const Authenticator* hmac = cfg.find_authenticator("hmac-jwt");
+  ASSERT_NE(hmac, nullptr);
+  EXPECT_EQ(hmac->jwt.secret, "0123456789abcdef0123456789abcdef");
+  EXPECT_EQ(hmac->jwt.keys, "");
+  EXPECT_EQ(hmac->jwt.algorithms, (std::vector<std::string>{"HS256", "HS384", "HS512"}));
+  EXPECT_EQ(hmac->jwt.leeway, 0s);
+  EXPECT_EQ(hmac->jwt.consumer_claim, "sub");
+  EXPECT_TRUE(hmac->jwt.issuer.empty());
+  EXPECT_TRUE(hmac->jwt.audiences.empty());
+  EXPECT_EQ(
+      cfg.find_authenticator("keys-jwt")->jwt.algorithms,
+      (std::vector<std::string>{"RS256", "RS384", "RS512", "PS256", "ES256", "ES384", "EdDSA"}));
+  const Authenticator* partner = cfg.find_authenticator("partner-key");
+  ASSERT_NE(partner, nullptr);
+  EXPECT_EQ(partner->kind, Authenticator::Kind::ApiKey);
+  EXPECT_EQ(partner->api_key.header, "x-api-key");
+  EXPECT_EQ(partner->api_key.query, "api_key");
+  EXPECT_EQ(cfg.find_authenticator("header-key")->api_key.query, "");
+  const Authenticator* ops = cfg.find_authenticator("ops-basic");
+  ASSERT_NE(ops, nullptr);
+  EXPECT_EQ(ops->kind, Authenticator::Kind::Basic);
+  EXPECT_EQ(ops->basic.realm, "ops");
+  EXPECT_EQ(cfg.find_authenticator("default-basic")->basic.realm, "sluice");
+  EXPECT_EQ(cfg.find_authenticator("nope"), nullptr);
+
+  const Upstream* products = cfg.find_upstream("products");
+  ASSERT_TRUE(products->tls.has_value());
+  EXPECT_EQ(products->tls->sni, "products.internal");
+  EXPECT_TRUE(products->tls->verify);
+  EXPECT_EQ(products->tls->ca, path("certs/ca.pem"));
+  const Upstream* insecure = cfg.find_upstream("insecure");
+  ASSERT_TRUE(insecure->tls.has_value());
+  EXPECT_FALSE(insecure->tls->verify);
+  EXPECT_EQ(insecure->tls->sni, "");
+  EXPECT_EQ(insecure->tls->ca, "");
+  EXPECT_FALSE(cfg.find_upstream("plain")->tls.has_value());
+
+  ASSERT_EQ(cfg.routes.size(), 3u);
+  const Route& read = cfg.routes[0];
+  EXPECT_EQ(read.auth, (std::vector<std::string>{"staff-jwt"}));
+  EXPECT_EQ(read.allow.consumers, (std::vector<std::string>{"alice", "bob@example.com"}));
+  EXPECT_EQ(read.allow.groups, (std::vector<std::string>{"staff"}));
+  EXPECT_EQ(read.allow.scopes, (std::vector<std::string>{"products:read"}));
+  ASSERT_EQ(read.allow.ips.size(), 5u);
+  EXPECT_EQ(read.allow.ips[0].family, IpRange::Family::V4);
+  EXPECT_EQ(read.allow.ips[0].address, "10.0.0.0");
+  EXPECT_EQ(read.allow.ips[0].prefix_length, 8);
+  EXPECT_EQ(read.allow.ips[1].family, IpRange::Family::V6);
+  EXPECT_EQ(read.allow.ips[1].address, "::1");
+  EXPECT_EQ(read.allow.ips[1].prefix_length, 128);
+  EXPECT_EQ(read.allow.ips[2].address, "192.168.1.7");
+  EXPECT_EQ(read.allow.ips[2].prefix_length, 32);
+  EXPECT_EQ(read.allow.ips[3].family, IpRange::Family::V6);
+  EXPECT_EQ(read.allow.ips[3].address, "2001:db8::");
+  EXPECT_EQ(read.allow.ips[3].prefix_length, 32);
+  EXPECT_EQ(read.allow.ips[4].address, "0.0.0.0");
+  EXPECT_EQ(read.allow.ips[4].prefix_length, 0);
+  ASSERT_EQ(read.deny.ips.size(), 1u);
+  EXPECT_EQ(read.deny.ips[0].address, "203.0.113.0");
+  EXPECT_EQ(read.deny.ips[0].prefix_length, 24);
+  EXPECT_EQ(cfg.routes[1].auth,
+            (std::vector<std::string>{"partner-key", "header-key", "ops-basic", "hmac-jwt",
+                                      "keys-jwt", "default-basic"}));
+  EXPECT_TRUE(cfg.routes[1].allow.ips.empty());
+  const Route& office = cfg.routes[2];
+  EXPECT_TRUE(office.auth.empty());
+  ASSERT_EQ(office.allow.ips.size(), 1u);
+  EXPECT_EQ(office.allow.ips[0].address, "10.1.0.0");
+  EXPECT_EQ(office.allow.ips[0].prefix_length, 16);
+  ASSERT_EQ(office.deny.ips.size(), 1u);
+  EXPECT_EQ(office.deny.ips[0].prefix_length, 32);
+}
+
+TEST_F(ConfigFilesTest, MissingOrUnreadableFilesAreReportedAtTheirPath) {
+  EXPECT_EQ(only_diagnostic_here("listeners:\n  - listen: 0.0.0.0:443\n    tls:\n"
+                                 "      certificates: [{ cert: certs/missing.pem, key: "
+                                 "certs/api.key }]\n"),
+            "sluice.yaml:4:30: cannot read 'cert' file '" + path("certs/missing.pem") +
+                "': No such file or directory");
+  EXPECT_EQ(only_diagnostic_here("listeners:\n  - listen: 0.0.0.0:443\n    tls:\n"
+                                 "      certificates: [{ cert: certs/api.pem, key: certs }]\n"),
+            "sluice.yaml:4:50: cannot read 'key' file '" + path("certs") + "': Is a directory");
+  EXPECT_EQ(only_diagnostic_here("listeners:\n  - listen: 0.0.0.0:443\n    tls:\n"
+                                 "      certificates: [{ cert: certs/api.pem, key: certs/api.key "
+                                 "}]\n      client_ca: clients.pem\n"),
+            "sluice.yaml:5:18: cannot read 'client_ca' file '" + path("clients.pem") +
+                "': No such file or directory");
+  EXPECT_EQ(only_diagnostic_here(k_base + "auth:\n  j: { jwt: { keys: jwks.json } }\n"
+                                          "routes: [{ upstream: api, auth: j }]\n"),
+            "sluice.yaml:5:21: cannot read 'keys' file '" + path("jwks.json") +
+                "': No such file or directory");
+  EXPECT_EQ(only_diagnostic_here(upstream_with("    tls: { ca: /nonexistent/ca.pem }\n")),
+            "sluice.yaml:5:16: cannot read 'ca' file '/nonexistent/ca.pem': No such file or "
+            "directory");
+}
+
+TEST_F(ConfigFilesTest, BadListenerTls) {
+  const std::string listener = "listeners:\n  - listen: 0.0.0.0:443\n";
+  const std::string cert = "{ cert: certs/api.pem, key: certs/api.key }";
+  EXPECT_EQ(only_diagnostic_here(listener + "    tls: { min_version: \"1.3\" }\n"),
+            "sluice.yaml:3:5: 'tls' needs 'certificates' (a list of { cert, key })");
+  EXPECT_EQ(only_diagnostic_here(listener + "    tls: { certificates: [] }\n"),
+            "sluice.yaml:3:26: 'certificates' needs at least one { cert, key }");
+  EXPECT_EQ(
+      only_diagnostic_here(listener + "    tls: { certificates: [{ cert: certs/api.pem }] }\n"),
+      "sluice.yaml:3:27: a certificate needs 'key' (the PEM private key)");
+  EXPECT_EQ(only_diagnostic_here(listener + "    tls: { certificates: [" + cert +
+                                 "], min_version: 1.1 }\n"),
+            "sluice.yaml:3:86: 'min_version' must be \"1.2\" or \"1.3\", got '1.1'");
+  EXPECT_EQ(only_diagnostic_here(listener + "    tls: { certificates: [" + cert +
+                                 "], client_cert: required }\n"),
+            "sluice.yaml:3:73: 'client_cert' needs 'client_ca' (the CA that signs the client "
+            "certificates)");
+  EXPECT_EQ(only_diagnostic_here(listener + "    tls: { certificates: [" + cert +
+                                 "], client_ca: certs/ca.pem, client_cert: always }\n"),
+            "sluice.yaml:3:111: unknown client_cert mode 'always' (expected optional or required)");
+  EXPECT_EQ(only_diagnostic_here(listener + "    tls: { certificates: [" + cert +
+                                 "] }\n    redirect_to_https: true\n"),
+            "sluice.yaml:4:5: 'redirect_to_https' is only for a listener without 'tls' (it "
+            "answers cleartext requests with a redirect to https)");
+  EXPECT_EQ(only_diagnostic_here(listener + "    tls: { certificats: [] }\n"),
+            "sluice.yaml:3:12: unknown key 'certificats' in a listener's 'tls' (did you mean "
+            "'certificates'?)");
+  EXPECT_EQ(only_diagnostic_here(listener + "    redirect_to_https: yes\n"),
+            "sluice.yaml:3:24: 'redirect_to_https' must be true or false, got 'yes'");
+}
+
+TEST_F(ConfigFilesTest, SameCertificateTwiceIsAWarning) {
+  LoadResult result = load_here(
+      "listeners:\n  - name: web\n    listen: 0.0.0.0:443\n    tls:\n      certificates:\n"
+      "        - { cert: certs/api.pem, key: certs/api.key }\n"
+      "        - { cert: certs/other.pem, key: certs/other.key }\n"
+      "        - { cert: ./certs/../certs/api.pem, key: " +
+      path("certs/api.key") +
+      " }\n"
+      "upstreams:\n  api: [127.0.0.1:9001]\nroutes: [{ upstream: api }]\n");
+  ASSERT_TRUE(result.ok()) << ::testing::PrintToString(messages(result));
+  EXPECT_EQ(
+      messages(result),
+      (std::vector<std::string>{"sluice.yaml:8:11: warning: certificate '" + path("certs/api.pem") +
+                                "' with key '" + path("certs/api.key") +
+                                "' is listed twice in listener 'web' (first at line 6)"}));
+}
+
+TEST(ConfigTest, BadConsumers) {
+  const std::string route = "routes: [{ upstream: api }]\n";
+  EXPECT_EQ(only_diagnostic(k_base + route + "consumers:\n  - groups: [a]\n"),
+            "sluice.yaml:6:5: a consumer needs 'name'");
+  EXPECT_EQ(only_diagnostic(k_base + route + "consumers:\n  - name: al ice\n"),
+            "sluice.yaml:6:11: invalid consumer name 'al ice' (use letters, digits, '_', '.', '-' "
+            "and '@')");
+  EXPECT_EQ(only_diagnostic(k_base + route + "consumers:\n  - name: a\n  - name: a\n"),
+            "sluice.yaml:7:11: duplicate consumer name 'a' (first used at line 6)");
+  EXPECT_EQ(
+      only_diagnostic(k_base + route + "consumers:\n  - { name: a, groups: [ok, \"no!\"] }\n"),
+      "sluice.yaml:6:29: invalid group name 'no!' (use letters, digits, '_', '.', '-' and "
+      "'@')");
+  EXPECT_EQ(
+      only_diagnostic(k_base + route + "consumers:\n  - { name: a, api_keys: [sha256:abc] }\n"),
+      "sluice.yaml:6:27: invalid api key for consumer 'a': 'sha256:' must be followed by 64 "
+      "hex digits");
+  EXPECT_EQ(only_diagnostic(k_base + route + "consumers:\n  - { name: a, api_keys: [s3cr3t] }\n"),
+            "sluice.yaml:6:27: invalid api key for consumer 'a': expected sha256:<64 hex digits> "
+            "or key:<key>");
+  EXPECT_EQ(only_diagnostic(k_base + route + "consumers:\n  - { name: a, api_keys: [\"key:\"] }\n"),
+            "sluice.yaml:6:27: invalid api key for consumer 'a': 'key:' must be followed by the "
+            "key, without spaces or control characters");
+  const std::string digest = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08";
+  EXPECT_EQ(
+      only_diagnostic(k_base + route + "consumers:\n  - { name: a, api_keys: [sha256:" + digest +
+                      "] }\n  - { name: b, api_keys: "
+                      "[sha256:9F86D081884C7D659A2FEAA0C55AD015A3BF4F1B2B0B822CD15D6C15B0F00A08] "
+                      "}\n"),
+      "sluice.yaml:7:27: duplicate api key for consumer 'b' (consumer 'a' has it at line 6)");
+  EXPECT_EQ(only_diagnostic(k_base + route + "consumers:\n  - { name: a, password: hunter2 }\n"),
+            "sluice.yaml:6:26: invalid password for consumer 'a': expected a crypt(3) hash "
+            "starting with $2a$, $2b$ or $2y$ (bcrypt), $6$ (sha512-crypt), $5$ (sha256-crypt) "
+            "or $y$ (yescrypt)");
+  EXPECT_EQ(
+      only_diagnostic(k_base + route + "consumers:\n  - { name: a, password: \"$1$md5$x\" }\n"),
+      "sluice.yaml:6:26: invalid password for consumer 'a': expected a crypt(3) hash "
+      "starting with $2a$, $2b$ or $2y$ (bcrypt), $6$ (sha512-crypt), $5$ (sha256-crypt) "
+      "or $y$ (yescrypt)");
+  EXPECT_EQ(
+      only_diagnostic(k_base + route + "consumers:\n  - { name: a, password: \"$5$s$h x\" }\n"),
+      "sluice.yaml:6:26: invalid password for consumer 'a': a crypt(3) hash has no spaces or "
+      "control characters");
+}
+
+TEST(ConfigTest, PlainApiKeyIsAWarning) {
+  LoadResult result = load(k_base +
+                           "consumers:\n  - name: partner\n    api_keys: [\"key:abc123\"]\n"
+                           "routes: [{ upstream: api }]\n");
+  ASSERT_TRUE(result.ok()) << ::testing::PrintToString(messages(result));
+  EXPECT_EQ(messages(result),
+            (std::vector<std::string>{"sluice.yaml:6:16: warning: plain api key for consumer "
+                                      "'partner': store sha256:<hex> instead"}));
+  const ApiKey& key = result.config->consumers[0].api_keys[0];
+  EXPECT_EQ(key.kind, ApiKey::Kind::Plain);
+  EXPECT_EQ(key.value, "abc123");
+}
+
+// An authenticator `a` defined by `body` (on line 5) and used by the one route on line 6.
+std::string auth_with(const std::string& body) {
+  return k_base + "auth:\n  a: " + body + "\nroutes: [{ upstream: api, auth: a }]\n";
+}
+
+TEST(ConfigTest, JwtAlgNoneIsNeverAllowed) {
+  setenv("SLUICE_TEST_JWT_SECRET", "0123456789abcdef0123456789abcdef", 1);
+  EXPECT_EQ(only_diagnostic(auth_with(
+                "{ jwt: { secret: \"${SLUICE_TEST_JWT_SECRET}\", algorithms: [HS256, none] } }")),
+            "sluice.yaml:5:72: JWT algorithm 'none' is never allowed: it accepts tokens without a "
+            "signature");
+  EXPECT_EQ(only_diagnostic(
+                auth_with("{ jwt: { secret: \"${SLUICE_TEST_JWT_SECRET}\", algorithms: None } }")),
+            "sluice.yaml:5:64: JWT algorithm 'None' is never allowed: it accepts tokens without a "
+            "signature");
+}
+
+TEST_F(ConfigFilesTest, JwtKeyMaterialMustMatchItsAlgorithms) {
+  setenv("SLUICE_TEST_JWT_SECRET", "0123456789abcdef0123456789abcdef", 1);
+  EXPECT_EQ(only_diagnostic_here(auth_with(
+                "{ jwt: { secret: \"${SLUICE_TEST_JWT_SECRET}\", algorithms: [HS256, RS256] } }")),
+            "sluice.yaml:5:72: JWT algorithm 'RS256' needs 'keys', but authenticator 'a' has a "
+            "'secret' (use HS256, HS384 or HS512)");
+  EXPECT_EQ(only_diagnostic_here(
+                auth_with("{ jwt: { keys: keys/jwks.json, algorithms: [ES256, HS512] } }")),
+            "sluice.yaml:5:57: JWT algorithm 'HS512' needs a 'secret', but authenticator 'a' has "
+            "'keys' (use RS*, PS256, ES* or EdDSA)");
+  EXPECT_EQ(only_diagnostic_here(auth_with(
+                "{ jwt: { keys: keys/jwks.json, secret: \"${SLUICE_TEST_JWT_SECRET}\" } }")),
+            "sluice.yaml:5:37: 'jwt' has both 'keys' and 'secret': give exactly one (keys for "
+            "RS*, PS256, ES* and EdDSA, secret for HS*)");
+  EXPECT_EQ(only_diagnostic_here(auth_with("{ jwt: { issuer: https://auth.example.com } }")),
+            "sluice.yaml:5:8: 'jwt' needs 'keys' (a JWKS or PEM public key file) or 'secret' (an "
+            "HMAC secret)");
+}
+
+TEST(ConfigTest, BadJwt) {
+  setenv("SLUICE_TEST_SHORT_SECRET", "too-short-secret", 1);
+  setenv("SLUICE_TEST_JWT_SECRET", "0123456789abcdef0123456789abcdef", 1);
+  const std::string secret = "secret: \"${SLUICE_TEST_JWT_SECRET}\"";
+  EXPECT_EQ(only_diagnostic(auth_with("{ jwt: { secret: \"${SLUICE_TEST_SHORT_SECRET}\" } }")),
+            "sluice.yaml:5:23: 'secret' must be at least 32 bytes, got 16: a short HMAC secret can "
+            "be guessed offline");
+  EXPECT_EQ(only_diagnostic(auth_with("{ jwt: { " + secret + ", algorithms: [HS265] } }")),
+            "sluice.yaml:5:65: unknown JWT algorithm 'HS265' (did you mean 'HS256'?)");
+  EXPECT_EQ(only_diagnostic(auth_with("{ jwt: { " + secret + ", algorithms: [] } }")),
+            "sluice.yaml:5:64: 'algorithms' needs at least one algorithm");
+  EXPECT_EQ(only_diagnostic(auth_with("{ jwt: { " + secret + ", leeway: soon } }")),
+            "sluice.yaml:5:60: invalid duration 'soon' for 'leeway' (expected a number with a "
+            "unit: 250ms, 10s, 5m, 1h)");
+  EXPECT_EQ(only_diagnostic(auth_with("{ jwt: { " + secret + ", consumer_claim: \"\" } }")),
+            "sluice.yaml:5:68: 'consumer_claim' must not be empty");
+  EXPECT_EQ(only_diagnostic(auth_with("{ jwt: { " + secret +
+                                      ", forward_claims: { sub: x-user, email: X-User } } }")),
+            "sluice.yaml:5:90: header 'x-user' already carries claim 'sub'");
+  EXPECT_EQ(
+      only_diagnostic(auth_with("{ jwt: { " + secret + ", forward_claims: { sub: \"a b\" } } }")),
+      "sluice.yaml:5:75: invalid header name 'a b'");
+  EXPECT_EQ(only_diagnostic(auth_with("{ jwt: { " + secret + ", audience: api } }")),
+            "sluice.yaml:5:52: unknown key 'audience' in 'jwt' (did you mean 'audiences'?)");
+}
+
+TEST(ConfigTest, BadAuthenticators) {
+  EXPECT_EQ(only_diagnostic(auth_with("{}")),
+            "sluice.yaml:5:3: authenticator 'a' needs one of jwt, api_key or basic");
+  EXPECT_EQ(only_diagnostic(auth_with("{ basic: {}, api_key: { header: x-key } }")),
+            "sluice.yaml:5:19: authenticator 'a' has both 'basic' and 'api_key': give exactly one "
+            "of jwt, api_key or basic");
+  EXPECT_EQ(only_diagnostic(auth_with("{ api_key: {} }")),
+            "sluice.yaml:5:8: 'api_key' needs 'header', 'query' or both");
+  EXPECT_EQ(only_diagnostic(auth_with("{ api_key: { header: \"x key\" } }")),
+            "sluice.yaml:5:27: invalid header name 'x key'");
+  EXPECT_EQ(only_diagnostic(auth_with("{ api_key: { query: \"a=b\" } }")),
+            "sluice.yaml:5:26: invalid query parameter name 'a=b'");
+  EXPECT_EQ(only_diagnostic(auth_with("{ basic: { realm: 'say \"hi\"' } }")),
+            "sluice.yaml:5:24: 'realm' must be non-empty text without quotes, backslashes or "
+            "control characters, got 'say \"hi\"'");
+  EXPECT_EQ(only_diagnostic(auth_with("{ oauth: {} }")),
+            "sluice.yaml:5:8: unknown key 'oauth' in an authenticator");
+  EXPECT_EQ(only_diagnostic(k_base + "auth:\n  \"a b\": { basic: {} }\n"
+                                     "routes: [{ upstream: api, auth: \"a b\" }]\n"),
+            "sluice.yaml:5:3: invalid authenticator name 'a b' (use letters, digits, '_', '.' and "
+            "'-')");
+}
+
+TEST(ConfigTest, UnknownAuthenticatorGetsDidYouMeanHint) {
+  const std::string auth = "auth:\n  staff-jwt: { basic: {} }\n  ops: { basic: {} }\n";
+  EXPECT_EQ(only_diagnostic(k_base + auth +
+                            "routes:\n  - { upstream: api, auth: staf-jwt }\n"
+                            "  - { upstream: api, auth: ops }\n"),
+            "sluice.yaml:8:28: unknown authenticator 'staf-jwt' (did you mean 'staff-jwt'?)");
+  EXPECT_EQ(only_diagnostic(k_base + auth +
+                            "routes:\n  - { upstream: api, auth: [ops, zzz] }\n"
+                            "  - { upstream: api, auth: staff-jwt }\n"),
+            "sluice.yaml:8:34: unknown authenticator 'zzz'");
+  EXPECT_EQ(only_diagnostic(k_base + auth +
+                            "routes:\n  - { upstream: api, auth: [] }\n"
+                            "  - { upstream: api, auth: [staff-jwt, ops] }\n"),
+            "sluice.yaml:8:28: 'auth' needs at least one authenticator");
+}
+
+TEST(ConfigTest, AllowByIdentityNeedsAuthOnTheRoute) {
+  const std::string consumers = "consumers:\n  - name: alice\n";
+  EXPECT_EQ(only_diagnostic(k_base + consumers +
+                            "routes:\n  - { upstream: api, allow: { consumers: [alice] } }\n"),
+            "sluice.yaml:7:31: 'allow' by consumers needs 'auth' on the route");
+  EXPECT_EQ(
+      only_diagnostic(k_base + "routes:\n  - { upstream: api, allow: { groups: [staff] } }\n"),
+      "sluice.yaml:5:31: 'allow' by groups needs 'auth' on the route");
+  EXPECT_EQ(only_diagnostic(k_base + "routes:\n  - { upstream: api, allow: { scopes: [read] } }\n"),
+            "sluice.yaml:5:31: 'allow' by scopes needs 'auth' on the route");
+  EXPECT_EQ(only_diagnostic(k_base + "routes:\n  - { upstream: api, allow: {} }\n"),
+            "sluice.yaml:5:22: 'allow' needs at least one of consumers, groups, scopes or ips");
+  EXPECT_EQ(only_diagnostic(k_base + "routes:\n  - { upstream: api, deny: { consumers: [a] } }\n"),
+            "sluice.yaml:5:30: unknown key 'consumers' in 'deny'");
+}
+
+TEST(ConfigTest, AllowedConsumerMustExist) {
+  EXPECT_EQ(only_diagnostic(k_base +
+                            "consumers:\n  - name: alice\nauth:\n  b: { basic: {} }\n"
+                            "routes:\n  - { upstream: api, auth: b, allow: { consumers: [alcie] } "
+                            "}\n"),
+            "sluice.yaml:9:52: unknown consumer 'alcie' (did you mean 'alice'?)");
+  EXPECT_EQ(only_diagnostic(k_base + "auth:\n  b: { basic: {} }\n"
+                                     "routes:\n  - { upstream: api, auth: b, allow: { consumers: "
+                                     "[] } }\n"),
+            "sluice.yaml:7:51: 'consumers' in 'allow' needs at least one entry");
+  EXPECT_EQ(only_diagnostic(k_base + "auth:\n  j: { basic: {} }\n"
+                                     "routes:\n  - { upstream: api, auth: j, allow: { scopes: "
+                                     "[\"a b\"] } }\n"),
+            "sluice.yaml:7:49: invalid scope 'a b' (a scope is printable ASCII without spaces, "
+            "'\"' or '\\')");
+}
+
+TEST(ConfigTest, BadIpsInAllowAndDeny) {
+  auto ips = [](const std::string& list) {
+    return only_diagnostic(k_base + "routes:\n  - { upstream: api, allow: { ips: [" + list +
+                           "] } }\n");
+  };
+  EXPECT_EQ(ips("10.0.0.0/33"),
+            "sluice.yaml:5:37: invalid CIDR '10.0.0.0/33' in 'ips': the prefix length of an IPv4 "
+            "block is 0 to 32");
+  EXPECT_EQ(ips("\"2001:db8::/129\""),
+            "sluice.yaml:5:37: invalid CIDR '2001:db8::/129' in 'ips': the prefix length of an "
+            "IPv6 block is 0 to 128");
+  EXPECT_EQ(ips("10.0.0.0/"),
+            "sluice.yaml:5:37: invalid CIDR '10.0.0.0/' in 'ips': the prefix length of an IPv4 "
+            "block is 0 to 32");
+  EXPECT_EQ(ips("10.0.0/8"),
+            "sluice.yaml:5:37: invalid CIDR '10.0.0/8' in 'ips': '10.0.0' is not an IP address");
+  EXPECT_EQ(ips("10.1.2.3/8"),
+            "sluice.yaml:5:37: invalid CIDR '10.1.2.3/8' in 'ips': host bits are set (did you "
+            "mean '10.0.0.0/8'?)");
+  EXPECT_EQ(ips("\"2001:db8::1/32\""),
+            "sluice.yaml:5:37: invalid CIDR '2001:db8::1/32' in 'ips': host bits are set (did "
+            "you mean '2001:db8::/32'?)");
+  EXPECT_EQ(ips("10.0.0.1, localhost"),
+            "sluice.yaml:5:47: invalid address 'localhost' in 'ips' (expected an IPv4 or IPv6 "
+            "address, or a CIDR block like 10.0.0.0/8)");
+  EXPECT_EQ(
+      only_diagnostic(k_base + "routes:\n  - { upstream: api, deny: { ips: [300.0.0.0/8] } }\n"),
+      "sluice.yaml:5:36: invalid CIDR '300.0.0.0/8' in 'ips': '300.0.0.0' is not an IP "
+      "address");
+  EXPECT_EQ(only_diagnostic(k_base + "routes:\n  - { upstream: api, deny: {} }\n"),
+            "sluice.yaml:5:22: 'deny' needs 'ips'");
+  EXPECT_EQ(only_diagnostic(k_base + "routes:\n  - { upstream: api, deny: { ips: [] } }\n"),
+            "sluice.yaml:5:35: 'ips' needs at least one address or CIDR block");
+}
+
+TEST(ConfigTest, BadUpstreamTls) {
+  EXPECT_EQ(only_diagnostic(upstream_with("    tls: { sni: 10.0.0.1 }\n")),
+            "sluice.yaml:5:17: invalid 'sni' '10.0.0.1': expected a host name (SNI cannot carry "
+            "an IP address)");
+  EXPECT_EQ(only_diagnostic(upstream_with("    tls: { verify: maybe }\n")),
+            "sluice.yaml:5:20: 'verify' must be true or false, got 'maybe'");
+  EXPECT_EQ(only_diagnostic(upstream_with("    tls: { snl: a.internal }\n")),
+            "sluice.yaml:5:12: unknown key 'snl' in an upstream's 'tls' (did you mean 'sni'?)");
+}
+
+TEST(ConfigTest, WarnsAboutUnusedAuthenticatorAndScopesWithoutJwt) {
+  LoadResult result = load(k_base + R"(auth:
+  ops: { basic: {} }
+  spare: { api_key: { header: x-api-key } }
+routes:
+  - { upstream: api, auth: ops, allow: { scopes: [read] } }
+)");
+  ASSERT_TRUE(result.ok()) << ::testing::PrintToString(messages(result));
+  EXPECT_EQ(messages(result),
+            (std::vector<std::string>{
+                "sluice.yaml:6:3: warning: authenticator 'spare' is not used by any route",
+                "sluice.yaml:8:42: warning: route 'route0' allows by scopes, but none of its "
+                "authenticators is jwt: scopes come from a JWT, so no request can pass",
+            }));
 }
 
 TEST(ParseDurationTest, Table) {
