@@ -8,6 +8,7 @@
 #include <fmt/format.h>
 
 #include "filters/headers.h"
+#include "filters/ip_access.h"
 
 namespace sluice::server {
 namespace {
@@ -84,11 +85,10 @@ std::shared_ptr<const Snapshot> compile_snapshot(config::Config cfg, const std::
   }
   for (const auto& r : c.routes) {
     if (!r.auth.empty()) not_enforced(r.mark, fmt::format("route '{}': 'auth'", r.name));
-    if (!r.allow.consumers.empty() || !r.allow.groups.empty() || !r.allow.scopes.empty() ||
-        !r.allow.ips.empty()) {
-      not_enforced(r.mark, fmt::format("route '{}': 'allow'", r.name));
+    if (!r.allow.consumers.empty() || !r.allow.groups.empty() || !r.allow.scopes.empty()) {
+      not_enforced(r.mark,
+                   fmt::format("route '{}': 'allow' by consumers, groups or scopes", r.name));
     }
-    if (!r.deny.ips.empty()) not_enforced(r.mark, fmt::format("route '{}': 'deny'", r.name));
   }
   if (!errors.empty()) return nullptr;
   snap->generation = ++g_generation;
@@ -161,12 +161,21 @@ std::shared_ptr<const Snapshot> compile_snapshot(config::Config cfg, const std::
         cr.split_weights.push_back(s.weight);
       }
     }
-    // Policy order; later issues add auth, allow/deny, rate limit, cache... here.
+    // Policy order: who may come in first (ips), then what to change (headers). Later issues
+    // add authentication, rate limits, cache... here.
+    std::string ip_error;
+    if (auto f = filters::make_ip_access_filter(r.allow, r.deny, ip_error)) {
+      cr.filters.push_back(std::move(f));
+    } else if (!ip_error.empty()) {
+      errors.push_back(fmt::format("{}:{}:{}: route '{}': {}", c.file, r.mark.line, r.mark.col,
+                                   r.name, ip_error));
+    }
     if (auto f = filters::make_headers_filter(r.request_headers, r.response_headers)) {
       cr.filters.push_back(std::move(f));
     }
     snap->routes.push_back(std::move(cr));
   }
+  if (!errors.empty()) return nullptr;
   snap->router = router::Router::compile(c.routes);
   return snap;
 }
