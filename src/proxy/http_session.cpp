@@ -441,6 +441,19 @@ class HttpSession final : public server::Session {
     return nullptr;
   }
 
+  void refresh_snapshot() {
+    if (snap_ == worker_.snapshot()) return;
+    snap_ = worker_.snapshot();
+    const config::Listener* l = listener();
+    limits_ = l != nullptr ? l->limits : snap_->config.limits;
+    http::ParserLimits pl;
+    pl.max_request_line = limits_.max_request_line;
+    pl.max_header_bytes = limits_.max_header_bytes;
+    pl.max_headers = limits_.max_headers;
+    parser_ = http::RequestParser(pl);
+    buffer_size_ =
+        std::max<size_t>(16 * 1024, limits_.max_request_line + limits_.max_header_bytes + 4096);
+  }
   asio::awaitable<bool> read_head();
   asio::awaitable<Next> handle();
   asio::awaitable<Next> forward(const CompiledUpstream& up, size_t up_index,
@@ -496,20 +509,12 @@ class HttpSession final : public server::Session {
 
 asio::awaitable<void> HttpSession::run() {
   for (;;) {
-    // A new snapshot applies from the next request on.
-    if (snap_ != worker_.snapshot()) {
-      snap_ = worker_.snapshot();
-      const config::Listener* l = listener();
-      limits_ = l != nullptr ? l->limits : snap_->config.limits;
-      http::ParserLimits pl;
-      pl.max_request_line = limits_.max_request_line;
-      pl.max_header_bytes = limits_.max_header_bytes;
-      pl.max_headers = limits_.max_headers;
-      parser_ = http::RequestParser(pl);
-      buffer_size_ =
-          std::max<size_t>(16 * 1024, limits_.max_request_line + limits_.max_header_bytes + 4096);
-    }
+    // A new snapshot applies from the next request on: before reading a head (for the limits)
+    // and again once it arrived (a reload may have happened while the connection was idle), so
+    // the route, upstream and balancer of one exchange all come from one snapshot.
+    refresh_snapshot();
     if (!co_await read_head()) break;
+    refresh_snapshot();
     Next next = co_await handle();
     if (next == Next::Close || close_after_ || worker_.draining()) break;
     release_buffer_if_idle();
@@ -892,6 +897,13 @@ class Hold {
   explicit Hold(std::atomic<T>& counter) : release_([&counter] { counter.fetch_sub(1); }) {
     counter.fetch_add(1, std::memory_order_relaxed);
   }
+  // Takes over one unit the caller already added (e.g. by compare_exchange).
+  template <typename T>
+  static Hold adopt(std::atomic<T>& counter) {
+    Hold h;
+    h.release_ = [&counter] { counter.fetch_sub(1); };
+    return h;
+  }
   Hold(Hold&& o) noexcept : release_(std::move(o.release_)) { o.release_ = nullptr; }
   Hold& operator=(Hold&& o) noexcept {
     reset();
@@ -938,26 +950,36 @@ asio::awaitable<HttpSession::Next> HttpSession::forward(const CompiledUpstream& 
   const Next on_error = has_body ? Next::Close : Next::KeepAlive;
   const auto started = Clock::now();
 
-  // Circuit breaker: beyond max_connections requests wait (at most max_pending of them, at most
-  // the connect timeout); beyond that, 503 at once.
-  if (counters.active.load(std::memory_order_relaxed) >= uc.max_connections) {
+  // Circuit breaker: a slot under max_connections is taken atomically (so workers together
+  // never exceed it); without one, a request waits (at most max_pending of them, at most the
+  // connect timeout), and a newcomer queues behind requests already waiting.
+  auto try_take_slot = [&] {
+    int64_t v = counters.active.load(std::memory_order_relaxed);
+    while (v < static_cast<int64_t>(uc.max_connections)) {
+      if (counters.active.compare_exchange_weak(v, v + 1, std::memory_order_relaxed)) return true;
+    }
+    return false;
+  };
+  const bool client_keep = xs_->head.keep_alive && !worker_.draining();
+  const bool close_on_error = has_body || !client_keep;
+  if (counters.pending.load(std::memory_order_relaxed) > 0 || !try_take_slot()) {
     if (counters.pending.load(std::memory_order_relaxed) >= uc.max_pending) {
-      co_await send_error({Source::Upstream, ErrorKind::CircuitOpen}, {}, has_body);
+      co_await send_error({Source::Upstream, ErrorKind::CircuitOpen}, {}, close_on_error);
       co_return on_error;
     }
     Hold pending(counters.pending);
     asio::steady_timer wait(worker_.io());
     const auto give_up = Clock::now() + uc.timeouts.connect;
-    while (counters.active.load(std::memory_order_relaxed) >= uc.max_connections) {
+    while (!try_take_slot()) {
       if (Clock::now() >= give_up || worker_.draining()) {
-        co_await send_error({Source::Upstream, ErrorKind::CircuitOpen}, {}, has_body);
+        co_await send_error({Source::Upstream, ErrorKind::CircuitOpen}, {}, close_on_error);
         co_return on_error;
       }
       wait.expires_after(std::chrono::milliseconds(2));
       co_await wait.async_wait(use_nothrow);
     }
   }
-  Hold active(counters.active);
+  Hold active = Hold::adopt(counters.active);  // the slot taken above
   Hold in_request(counters.requests);
 
   // Balancer inputs: the hash key, sticky preference, and (least_conn, p2c) the live loads.
@@ -1014,6 +1036,16 @@ asio::awaitable<HttpSession::Next> HttpSession::forward(const CompiledUpstream& 
   const int64_t now_ms = upstream::steady_now_ms();
   Error last{Source::Upstream, ErrorKind::NoTarget};
   std::unique_ptr<UpstreamConnection> conn;
+  // up_wd_ points at conn's socket while armed: disarm before the socket goes, on every path
+  // (drop_conn for resets in the loop; the guard, destroyed before `conn`, for every exit).
+  struct DisarmOnExit {
+    Watchdog& wd;
+    ~DisarmOnExit() { wd.disarm(); }
+  } disarm_on_exit{up_wd_};
+  auto drop_conn = [&] {
+    up_wd_.disarm();
+    conn.reset();
+  };
   const CompiledTarget* target = nullptr;
   Hold target_load, retry_hold;
   bool continue_sent = false;
@@ -1048,8 +1080,9 @@ asio::awaitable<HttpSession::Next> HttpSession::forward(const CompiledUpstream& 
       std::vector<bool>& fresh = xs_->fresh;
       fresh.assign(excluded.begin(), excluded.end());
       for (size_t i = 0; i < tried.size(); ++i) fresh[i] = fresh[i] || tried[i];
-      pick = worker_.balancer(up_index).pick(ctx, fresh);
-      if (!pick) pick = worker_.balancer(up_index).pick(ctx, excluded);  // all tried: reuse one
+      pick = worker_.balancer(*snap_, up_index).pick(ctx, fresh);
+      if (!pick)
+        pick = worker_.balancer(*snap_, up_index).pick(ctx, excluded);  // all tried: reuse one
     }
     if (!pick) break;
     if (attempt > 0 && !budget_exempt) {
@@ -1087,7 +1120,7 @@ asio::awaitable<HttpSession::Next> HttpSession::forward(const CompiledUpstream& 
         log::warn("upstream {} target {}: {}", uc.name, target->address, last.reason());
         upstream::record_outcome(*target->state, up.states, up.outlier, true,
                                  upstream::steady_now_ms());
-        conn.reset();
+        drop_conn();
         if (rc.on_connect_failure) {
           budget_exempt = true;
           continue;
@@ -1167,12 +1200,14 @@ asio::awaitable<HttpSession::Next> HttpSession::forward(const CompiledUpstream& 
     if (!sent) {
       last = up_wd_.expired() ? Error{Source::Upstream, ErrorKind::UpstreamTimeout}
                               : Error{Source::Upstream, ErrorKind::UpstreamReset};
-      conn.reset();
-      upstream::record_outcome(*target->state, up.states, up.outlier, !reused,
-                               upstream::steady_now_ms());
-      bool can_retry = replay_ok && (method_retryable || reused) && rc.on_reset;
-      if (can_retry) {
-        if (reused) {  // a stale pooled connection is not the target's fault: not a try
+      drop_conn();
+      // A write failing on a pooled connection is the connection's fault, not the target's.
+      if (!reused) {
+        upstream::record_outcome(*target->state, up.states, up.outlier, true,
+                                 upstream::steady_now_ms());
+      }
+      if (replay_ok && method_retryable && rc.on_reset) {
+        if (reused) {  // a stale pooled connection: not a try
           --attempt;
           --xs_->log.attempts;
         }
@@ -1227,13 +1262,15 @@ asio::awaitable<HttpSession::Next> HttpSession::forward(const CompiledUpstream& 
     }
     const bool replayable_now = replay_ok && method_retryable;
     if (!got_head) {
-      conn.reset();
+      drop_conn();
       // A pooled connection the upstream closed before answering: not the target's fault, and
-      // the request never reached the application, so it is retried on a fresh connection.
+      // for a retryable method it is retried on a fresh connection without counting as a try.
       bool stale = reused && !got_bytes && last.kind == ErrorKind::UpstreamReset;
-      upstream::record_outcome(*target->state, up.states, up.outlier, !stale,
-                               upstream::steady_now_ms());
-      if (stale && replay_ok) {  // does not count as a try, here or in the access log
+      if (!stale) {
+        upstream::record_outcome(*target->state, up.states, up.outlier, true,
+                                 upstream::steady_now_ms());
+      }
+      if (stale && replayable_now && rc.on_reset) {
         --attempt;
         --xs_->log.attempts;
         tried[*pick] = false;
@@ -1245,23 +1282,27 @@ asio::awaitable<HttpSession::Next> HttpSession::forward(const CompiledUpstream& 
       if (on && replayable_now) continue;
       break;
     }
-    // A listed 5xx with tries left: drop this answer and try another target.
+    // A listed 5xx with tries left: drop this answer and try another target, but only when a
+    // retry can really happen (budget, an available target); otherwise the client gets the
+    // upstream's own answer.
     bool failure = rhead.status >= 500;
-    upstream::record_outcome(*target->state, up.states, up.outlier, failure,
-                             upstream::steady_now_ms());
+    const int64_t after_ms = upstream::steady_now_ms();
+    upstream::record_outcome(*target->state, up.states, up.outlier, failure, after_ms);
     if (failure && attempt + 1 < max_tries && replayable_now &&
         std::find(rc.on_status.begin(), rc.on_status.end(), rhead.status) != rc.on_status.end() &&
         counters.retries.load(std::memory_order_relaxed) <
             std::max<int64_t>(
-                3, counters.requests.load(std::memory_order_relaxed) * rc.budget_percent / 100)) {
-      conn.reset();
+                3, counters.requests.load(std::memory_order_relaxed) * rc.budget_percent / 100) &&
+        std::any_of(up.targets.begin(), up.targets.end(),
+                    [&](const CompiledTarget& t) { return t.state->available(after_ms); })) {
+      drop_conn();
       got_head = false;
       last = {Source::Upstream, ErrorKind::UpstreamReset};
       continue;
     }
   }
   if (!got_head) {
-    co_await send_error(last, {}, has_body && !body_read);
+    co_await send_error(last, {}, (has_body && !body_read) || !client_keep);
     if (!rbuf.empty()) worker_.buffers().give(std::move(rbuf));
     co_return has_body && !body_read ? Next::Close : Next::KeepAlive;
   }

@@ -217,11 +217,13 @@ asio::awaitable<void> Worker::housekeeping() {
   }
 }
 
-upstream::Balancer& Worker::balancer(size_t upstream_index) {
-  if (balancers_generation_ != snapshot_->generation) {
+upstream::Balancer& Worker::balancer(const Snapshot& snap, size_t upstream_index) {
+  // Built for the caller's snapshot: a session finishing an exchange on an older snapshot must
+  // not index the newer one's tables (rare: the state is rebuilt back on the next new one).
+  if (balancers_generation_ != snap.generation) {
     balancers_.clear();
     owned_balancers_.clear();
-    for (const auto& u : snapshot_->upstreams) {
+    for (const auto& u : snap.upstreams) {
       if (u.shared_balancer) {  // immutable (ring_hash, maglev): one table for all workers
         balancers_.push_back(u.shared_balancer.get());
         continue;
@@ -235,7 +237,7 @@ upstream::Balancer& Worker::balancer(size_t upstream_index) {
       owned_balancers_.push_back(upstream::make_balancer(u.algorithm, weights, names));
       balancers_.push_back(owned_balancers_.back().get());
     }
-    balancers_generation_ = snapshot_->generation;
+    balancers_generation_ = snap.generation;
   }
   return *balancers_[upstream_index];
 }

@@ -118,7 +118,8 @@ class Worker {
   // --- worker thread only ---
   const std::shared_ptr<const Snapshot>& snapshot() const { return snapshot_; }
   bool draining() const { return draining_; }
-  upstream::Balancer& balancer(size_t upstream_index);
+  // The balancer of `snap`'s upstream `upstream_index` (per-worker state).
+  upstream::Balancer& balancer(const Snapshot& snap, size_t upstream_index);
   UpstreamPool& pool() { return pool_; }
   BufferPool& buffers() { return buffers_; }
   uint64_t random() { return rng_(); }

@@ -83,3 +83,18 @@ def test_backend_dying_mid_body_closes_the_client_connection(gateway_factory, ba
         c.send(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
         with pytest.raises(ConnectionError):
             c.read_response()   # the body can never be completed: the client must see a close
+
+
+def test_connection_kept_after_an_upstream_failure_outlives_the_request_timeout(gateway_factory, backend, http):
+    # Regression: the upstream watchdog must not keep pointing at the failed upstream socket.
+    # After a 502 the client connection stays open longer than the request timeout; the gateway
+    # must neither crash (the fixture fails on a sanitizer report) nor disturb the next request.
+    answers = iter([Reply(drop=True), Reply(drop=True), Reply(200, [], b"fine")])
+    backend.handler = lambda req: next(answers)
+    gw = gateway_factory(proxy_config(
+        {"app": {"targets": [backend.address], "timeouts": {"request": "300ms"}}},
+        [{"match": {"path": "/"}, "upstream": "app"}]))
+    assert_gateway_error(http.get(gw.url("/first")), 502)
+    time.sleep(0.8)  # the old request timeout passes while the connection is idle
+    r = http.get(gw.url("/second"))
+    assert (r.status_code, r.text) == (200, "fine")
