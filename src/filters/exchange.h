@@ -22,6 +22,14 @@ struct Exchange {
   std::vector<http::Header> response_headers;  // response headers that will be sent downstream
   int response_status = 0;
 
+  // Set by authentication (filters/auth.cpp): who the request is, for authorisation and the log.
+  std::string consumer;             // empty = anonymous
+  std::vector<std::string> groups;  // the consumer's groups (configured consumers only)
+  std::vector<std::string> scopes;  // from a JWT's scope/scp claim
+  // A filter that consumed a query parameter (an API key) rewrites the query sent upstream.
+  bool query_overridden = false;
+  std::string upstream_query;
+
   // Keeps `s` alive for the exchange and returns a view of it.
   std::string_view own(std::string s) { return owned_.emplace_front(std::move(s)); }
 
@@ -31,6 +39,11 @@ struct Exchange {
     upstream_headers.clear();
     response_headers.clear();
     response_status = 0;
+    consumer.clear();
+    groups.clear();
+    scopes.clear();
+    query_overridden = false;
+    upstream_query.clear();
     owned_.clear();
   }
 

@@ -31,9 +31,20 @@ class Step {
   static Step respond(int status, std::string reason) {
     return Step(Kind::Respond, status, std::move(reason), {});
   }
+  // With response headers (e.g. WWW-Authenticate) and a detail for the error log only (why the
+  // request was refused; never a credential).
+  static Step respond(int status, std::string reason,
+                      std::vector<std::pair<std::string, std::string>> headers,
+                      std::string log_detail) {
+    Step s(Kind::Respond, status, std::move(reason), std::move(headers));
+    s.log_detail_ = std::move(log_detail);
+    return s;
+  }
   Kind kind() const { return kind_; }
   int status() const { return status_; }
   const std::string& reason() const { return reason_; }
+  const std::vector<std::pair<std::string, std::string>>& headers() const { return headers_; }
+  const std::string& log_detail() const { return log_detail_; }
 
  private:
   Step(Kind k, int s, std::string r, std::vector<std::pair<std::string, std::string>> h)
@@ -42,6 +53,7 @@ class Step {
   int status_;
   std::string reason_;
   std::vector<std::pair<std::string, std::string>> headers_;
+  std::string log_detail_;
 };
 
 class Filter {

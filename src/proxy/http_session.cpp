@@ -162,7 +162,7 @@ void append_decimal(std::string& out, uint64_t v) {
 // Per-exchange facts for the access log.
 struct ExchangeLog {
   Clock::time_point start;
-  std::string method, host, path, user_agent, referer, route, upstream, target, error;
+  std::string method, host, path, user_agent, referer, route, upstream, target, error, consumer;
   std::string_view protocol = "HTTP/1.1";
   int status = 0;
   uint64_t bytes_in = 0, bytes_out = 0;
@@ -172,8 +172,8 @@ struct ExchangeLog {
   // Clears for the next exchange, keeping the strings' capacity.
   void reset() {
     start = Clock::now();
-    for (std::string* s :
-         {&method, &host, &path, &user_agent, &referer, &route, &upstream, &target, &error}) {
+    for (std::string* s : {&method, &host, &path, &user_agent, &referer, &route, &upstream, &target,
+                           &error, &consumer}) {
       s->clear();
     }
     protocol = "HTTP/1.1";
@@ -762,12 +762,15 @@ asio::awaitable<HttpSession::Next> HttpSession::handle() {
     if (step.kind() == filters::Step::Kind::Respond) {
       std::string body = fmt::format(R"({{"error":"{}","status":{},"request_id":"{}"}})",
                                      step.reason(), step.status(), xs_->request_id);
-      xs_->log.error = step.reason();
-      co_await send_local(step.status(), body, "application/json", {}, !keep || has_body);
+      xs_->log.error = step.log_detail().empty() ? step.reason() : step.log_detail();
+      xs_->log.consumer = x.consumer;
+      co_await send_local(step.status(), body, "application/json", step.headers(),
+                          !keep || has_body);
       write_access_log();
       co_return (!keep || has_body) ? Next::Close : Next::KeepAlive;
     }
   }
+  xs_->log.consumer = x.consumer;
   const std::string upstream_path = snap_->router->rewrite_path(m, norm.path);
   Next n = co_await forward(up, static_cast<size_t>(up_index), upstream_path, x);
   write_access_log();
@@ -783,9 +786,11 @@ void HttpSession::build_upstream_head(const filters::Exchange& x, std::string_vi
   h += xs_->head.method;
   h += ' ';
   h += path;
-  if (!xs_->head.query.empty()) {
+  std::string_view query =
+      x.query_overridden ? std::string_view(x.upstream_query) : xs_->head.query;
+  if (!query.empty()) {
     h += '?';
-    h += xs_->head.query;
+    h += query;
   }
   h += " HTTP/1.1\r\nhost: "sv;
   h += xs_->head.host.empty() ? std::string_view(target.address) : xs_->head.host;
@@ -1482,7 +1487,8 @@ void HttpSession::write_access_log() {
   }
   line += R"(,"attempts":)"sv;
   append_decimal(line, static_cast<uint64_t>(xs_->log.attempts));
-  line += R"(,"consumer":null,"cache":"-","rate_limited":false)"sv;
+  str_or_null("consumer", xs_->log.consumer);
+  line += R"(,"cache":"-","rate_limited":false)"sv;
   str_or_null("user_agent", xs_->log.user_agent);
   str_or_null("error", xs_->log.error);
   line += '}';

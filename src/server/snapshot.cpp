@@ -7,6 +7,7 @@
 
 #include <fmt/format.h>
 
+#include "filters/auth.h"
 #include "filters/headers.h"
 #include "filters/ip_access.h"
 
@@ -84,10 +85,21 @@ std::shared_ptr<const Snapshot> compile_snapshot(config::Config cfg, const std::
     if (u.tls) not_enforced(u.mark, fmt::format("upstream '{}': 'tls'", u.name));
   }
   for (const auto& r : c.routes) {
-    if (!r.auth.empty()) not_enforced(r.mark, fmt::format("route '{}': 'auth'", r.name));
-    if (!r.allow.consumers.empty() || !r.allow.groups.empty() || !r.allow.scopes.empty()) {
-      not_enforced(r.mark,
-                   fmt::format("route '{}': 'allow' by consumers, groups or scopes", r.name));
+    for (const auto& name : r.auth) {
+      const config::Authenticator* a = c.find_authenticator(name);
+      if (a != nullptr && a->kind == config::Authenticator::Kind::Basic) {
+        not_enforced(r.mark,
+                     fmt::format("route '{}': 'basic' authentication ('{}')", r.name, name));
+      }
+    }
+  }
+  std::shared_ptr<const filters::AuthRegistry> auth_registry;
+  if (!c.authenticators.empty() || !c.consumers.empty()) {
+    auto built = filters::build_auth_registry(c);
+    if (auto* errs = std::get_if<std::vector<std::string>>(&built)) {
+      errors.insert(errors.end(), errs->begin(), errs->end());
+    } else {
+      auth_registry = std::get<std::shared_ptr<const filters::AuthRegistry>>(std::move(built));
     }
   }
   if (!errors.empty()) return nullptr;
@@ -161,8 +173,8 @@ std::shared_ptr<const Snapshot> compile_snapshot(config::Config cfg, const std::
         cr.split_weights.push_back(s.weight);
       }
     }
-    // Policy order: who may come in first (ips), then what to change (headers). Later issues
-    // add authentication, rate limits, cache... here.
+    // Policy order: who may come in (ips), who they are (auth), what they may do (allow), then
+    // what to change (headers). Later issues add rate limits, cache... here.
     std::string ip_error;
     if (auto f = filters::make_ip_access_filter(r.allow, r.deny, ip_error)) {
       cr.filters.push_back(std::move(f));
@@ -170,6 +182,8 @@ std::shared_ptr<const Snapshot> compile_snapshot(config::Config cfg, const std::
       errors.push_back(fmt::format("{}:{}:{}: route '{}': {}", c.file, r.mark.line, r.mark.col,
                                    r.name, ip_error));
     }
+    if (auto f = filters::make_auth_filter(auth_registry, r)) cr.filters.push_back(std::move(f));
+    if (auto f = filters::make_allow_filter(r)) cr.filters.push_back(std::move(f));
     if (auto f = filters::make_headers_filter(r.request_headers, r.response_headers)) {
       cr.filters.push_back(std::move(f));
     }
