@@ -6,6 +6,7 @@
 #include <fstream>
 #include <map>
 #include <sstream>
+#include <unordered_map>
 
 #include <fmt/format.h>
 
@@ -57,13 +58,36 @@ std::string_view bearer_token(const http::RequestHead& head) {
   return t;
 }
 
+// The per-worker front cache of verified tokens (see try_jwt).
+struct FrontKey {
+  const void* authenticator;
+  std::string token;
+  FrontKey(const void* a, std::string_view t) : authenticator(a), token(t) {}
+  bool operator==(const FrontKey& o) const {
+    return authenticator == o.authenticator && token == o.token;
+  }
+};
+struct FrontKeyHash {
+  size_t operator()(const FrontKey& k) const {
+    return std::hash<std::string_view>()(k.token) ^ std::hash<const void*>()(k.authenticator);
+  }
+};
+struct FrontEntry {
+  std::shared_ptr<const Exchange::Identity> identity;
+  int64_t expires_at = 0;
+};
+constexpr size_t kFrontCacheEntries = 4096;
+thread_local std::unordered_map<FrontKey, FrontEntry, FrontKeyHash> t_front_cache;
+
 }  // namespace
 
 class AuthRegistry {
  public:
   std::map<std::string, Authenticator> by_name;
   auth::ApiKeyStore keys;
-  std::map<std::string, std::vector<std::string>> groups;  // consumer -> groups
+  std::map<std::string, std::vector<std::string>, std::less<>> groups;  // consumer -> groups
+  // One shared identity per configured consumer (what an API key resolves to).
+  std::map<std::string, std::shared_ptr<const Exchange::Identity>, std::less<>> identities;
 };
 
 std::variant<std::shared_ptr<const AuthRegistry>, std::vector<std::string>> build_auth_registry(
@@ -77,6 +101,10 @@ std::variant<std::shared_ptr<const AuthRegistry>, std::vector<std::string>> buil
   std::vector<auth::ConsumerKeys> consumer_keys;
   for (const auto& consumer : c.consumers) {
     reg->groups[consumer.name] = consumer.groups;
+    auto id = std::make_shared<Exchange::Identity>();
+    id->consumer = consumer.name;
+    id->groups = consumer.groups;
+    reg->identities[consumer.name] = std::move(id);
     auth::ConsumerKeys ck{consumer.name, {}};
     for (const auto& k : consumer.api_keys) {
       ck.api_keys.push_back(k.kind == config::ApiKey::Kind::Sha256 ? "sha256:" + k.value
@@ -187,24 +215,44 @@ class AuthFilter final : public Filter {
       return false;
     }
     const int64_t now = std::time(nullptr);
-    std::shared_ptr<const auth::JwtClaims> claims = j.cache->lookup(token, now);
-    if (!claims) {
-      auth::JwtResult r = auth::verify_jwt(token, j.keys, j.policy, now);
-      if (!r.claims) {
-        failure = std::string(auth::describe(r.error));
-        if (!r.kid.empty()) failure += " (kid " + r.kid + ")";
-        return false;
+    // Per-worker front cache keyed by the token text (no lock, no SHA-256): a hit costs a hash
+    // and a compare. Entries carry the finished identity and expire with the token.
+    auto& front = t_front_cache;
+    auto hit = front.find(FrontKey{&j, token});
+    if (hit != front.end() && hit->second.expires_at > now) {
+      x.identity = hit->second.identity;
+    } else {
+      std::shared_ptr<const auth::JwtClaims> claims = j.cache->lookup(token, now);
+      if (!claims) {
+        auth::JwtResult r = auth::verify_jwt(token, j.keys, j.policy, now);
+        if (!r.claims) {
+          failure = std::string(auth::describe(r.error));
+          if (!r.kid.empty()) failure += " (kid " + r.kid + ")";
+          return false;
+        }
+        claims = j.cache->insert(token, std::move(*r.claims), now);
+        if (!claims) return false;  // expired at this very second
       }
-      claims = j.cache->insert(token, std::move(*r.claims), now);
-      if (!claims) claims = std::make_shared<const auth::JwtClaims>();  // disabled cache: unusual
+      auto id = std::make_shared<Exchange::Identity>();
+      id->consumer = claims->claim_string(j.consumer_claim).value_or("");
+      if (auto it = reg_->groups.find(id->consumer); it != reg_->groups.end()) {
+        id->groups = it->second;
+      }
+      id->scopes = claims->scopes;
+      for (const auto& [claim, header] : j.forward_claims) {
+        if (auto v = claims->claim_string(claim)) id->forward.emplace_back(header, *v);
+      }
+      if (front.size() >= kFrontCacheEntries) front.clear();  // crude bound; refills quickly
+      int64_t expires = claims->exp > 0 ? claims->exp : now + 300;
+      expires = std::min<int64_t>(expires, now + 300);
+      x.identity = id;
+      front[FrontKey{&j, std::string(token)}] = FrontEntry{std::move(id), expires};
     }
-    auto who = claims->claim_string(j.consumer_claim);
-    x.consumer = who.value_or("");
-    if (auto it = reg_->groups.find(x.consumer); it != reg_->groups.end()) x.groups = it->second;
-    x.scopes = claims->scopes;
     for (const auto& [claim, header] : j.forward_claims) {
       Exchange::remove(x.upstream_headers, header);  // never let a client forge it
-      if (auto v = claims->claim_string(claim)) x.set(x.upstream_headers, header, x.own(*v));
+    }
+    for (const auto& [header, value] : x.identity->forward) {
+      x.upstream_headers.push_back({header, value});  // the identity outlives the exchange
     }
     return true;
   }
@@ -218,11 +266,8 @@ class AuthFilter final : public Filter {
           failure = "unknown api key in header";
           return false;
         }
-        x.consumer = std::string(*who);
+        x.identity = identity_of(*who);
         Exchange::remove(x.upstream_headers, k.header);  // consumed: not forwarded
-        if (auto it = reg_->groups.find(x.consumer); it != reg_->groups.end()) {
-          x.groups = it->second;
-        }
         return true;
       }
     }
@@ -234,17 +279,19 @@ class AuthFilter final : public Filter {
           failure = "unknown api key in query";
           return false;
         }
-        x.consumer = std::string(*who);
+        x.identity = identity_of(*who);
         x.upstream_query = auth::remove_query_param(x.request->query, k.query);
         x.query_overridden = true;
-        if (auto it = reg_->groups.find(x.consumer); it != reg_->groups.end()) {
-          x.groups = it->second;
-        }
         return true;
       }
     }
     failure = "no api key";
     return false;
+  }
+
+  std::shared_ptr<const Exchange::Identity> identity_of(std::string_view consumer) const {
+    auto it = reg_->identities.find(consumer);
+    return it != reg_->identities.end() ? it->second : nullptr;
   }
 
   std::shared_ptr<const AuthRegistry> reg_;
@@ -267,14 +314,16 @@ class AllowFilter final : public Filter {
 
   // Every listed kind must pass (SPEC.md).
   Step on_request(Exchange& x) const override {
+    static const Exchange::Identity kAnonymous;
+    const Exchange::Identity& id = x.identity ? *x.identity : kAnonymous;
     if (!allow_.consumers.empty() && std::find(allow_.consumers.begin(), allow_.consumers.end(),
-                                               x.consumer) == allow_.consumers.end()) {
+                                               id.consumer) == allow_.consumers.end()) {
       return deny(x, "consumer not allowed");
     }
-    if (!allow_.groups.empty() && !intersects(allow_.groups, x.groups)) {
+    if (!allow_.groups.empty() && !intersects(allow_.groups, id.groups)) {
       return deny(x, "no allowed group");
     }
-    if (!allow_.scopes.empty() && !intersects(allow_.scopes, x.scopes)) {
+    if (!allow_.scopes.empty() && !intersects(allow_.scopes, id.scopes)) {
       return deny(x, "no allowed scope");
     }
     return Step::next();
@@ -282,7 +331,7 @@ class AllowFilter final : public Filter {
 
  private:
   static Step deny(const Exchange& x, std::string_view why) {
-    log::info("forbidden for {} from {}: {}", x.consumer.empty() ? "anonymous" : x.consumer,
+    log::info("forbidden for {} from {}: {}", x.consumer().empty() ? "anonymous" : x.consumer(),
               x.client_ip, why);
     return Step::respond(403, "forbidden", {}, std::string(why));
   }

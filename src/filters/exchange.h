@@ -6,6 +6,7 @@
 #pragma once
 
 #include <forward_list>
+#include <memory>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -22,10 +23,19 @@ struct Exchange {
   std::vector<http::Header> response_headers;  // response headers that will be sent downstream
   int response_status = 0;
 
-  // Set by authentication (filters/auth.cpp): who the request is, for authorisation and the log.
-  std::string consumer;             // empty = anonymous
-  std::vector<std::string> groups;  // the consumer's groups (configured consumers only)
-  std::vector<std::string> scopes;  // from a JWT's scope/scp claim
+  // Who the request is, set by authentication (filters/auth.cpp) for authorisation and the log.
+  // Immutable and shared (one per API-key consumer, one per verified token), so an
+  // authenticated request allocates nothing for it.
+  struct Identity {
+    std::string consumer;             // empty = anonymous
+    std::vector<std::string> groups;  // the consumer's groups (configured consumers only)
+    std::vector<std::string> scopes;  // from a JWT's scope/scp claim
+    std::vector<std::pair<std::string, std::string>> forward;  // upstream headers (forward_claims)
+  };
+  std::shared_ptr<const Identity> identity;
+  std::string_view consumer() const {
+    return identity ? std::string_view(identity->consumer) : std::string_view();
+  }
   // A filter that consumed a query parameter (an API key) rewrites the query sent upstream.
   bool query_overridden = false;
   std::string upstream_query;
@@ -39,9 +49,7 @@ struct Exchange {
     upstream_headers.clear();
     response_headers.clear();
     response_status = 0;
-    consumer.clear();
-    groups.clear();
-    scopes.clear();
+    identity.reset();
     query_overridden = false;
     upstream_query.clear();
     owned_.clear();

@@ -763,14 +763,14 @@ asio::awaitable<HttpSession::Next> HttpSession::handle() {
       std::string body = fmt::format(R"({{"error":"{}","status":{},"request_id":"{}"}})",
                                      step.reason(), step.status(), xs_->request_id);
       xs_->log.error = step.log_detail().empty() ? step.reason() : step.log_detail();
-      xs_->log.consumer = x.consumer;
+      xs_->log.consumer = x.consumer();
       co_await send_local(step.status(), body, "application/json", step.headers(),
                           !keep || has_body);
       write_access_log();
       co_return (!keep || has_body) ? Next::Close : Next::KeepAlive;
     }
   }
-  xs_->log.consumer = x.consumer;
+  xs_->log.consumer = x.consumer();
   const std::string upstream_path = snap_->router->rewrite_path(m, norm.path);
   Next n = co_await forward(up, static_cast<size_t>(up_index), upstream_path, x);
   write_access_log();
