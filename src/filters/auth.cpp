@@ -12,6 +12,7 @@
 
 #include "auth/credentials.h"
 #include "auth/jwt.h"
+#include "core/file.h"
 #include "core/log.h"
 
 namespace sluice::filters {
@@ -40,15 +41,6 @@ struct Authenticator {
   ApiKeyAuthenticator api_key;
   std::string challenge;  // WWW-Authenticate value
 };
-
-bool read_file(const std::string& path, std::string& out) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return false;
-  std::ostringstream ss;
-  ss << in.rdbuf();
-  out = ss.str();
-  return true;
-}
 
 std::string_view bearer_token(const http::RequestHead& head) {
   auto h = head.header("authorization");

@@ -17,6 +17,7 @@
 #include <fmt/format.h>
 
 #include "config/config.h"
+#include "core/file.h"
 #include "core/log.h"
 #include "server/asio.h"
 #include "server/control.h"
@@ -63,15 +64,6 @@ int bind_listener(const config::Listener& l, std::string& error) {
     return -1;
   }
   return fd;
-}
-
-bool read_file(const std::string& path, std::string& out) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return false;
-  std::ostringstream ss;
-  ss << in.rdbuf();
-  out = ss.str();
-  return true;
 }
 
 class Gateway {
