@@ -1003,9 +1003,9 @@ asio::awaitable<HttpSession::Next> HttpSession::forward(const CompiledUpstream& 
       case config::HashOn::Kind::Cookie:
         key = cookie_value(xs_->head.headers, uc.hash_on.name);
         break;
-      case config::HashOn::Kind::Consumer:
-        key = client_ip_;
-        break;  // no consumers yet
+      case config::HashOn::Kind::Consumer:  // the authenticated consumer, else the client ip
+        key = x.consumer().empty() ? std::string_view(client_ip_) : x.consumer();
+        break;
       case config::HashOn::Kind::Path:
         key = xs_->log.path;
         break;

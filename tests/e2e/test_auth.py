@@ -140,3 +140,17 @@ def test_allow_by_consumer_group_and_scope(gateway_factory, backend, http):
     assert http.get(gw.url("/write"), headers=bearer).status_code == 200
     assert http.get(gw.url("/admin"), headers=bearer).status_code == 403
     assert sorted(q.target for q in backend.requests) == ["/alice", "/staff", "/write"]
+
+
+def test_hash_on_consumer_keeps_each_consumer_on_one_target(gateway_factory, backend_factory, http):
+    backends = [backend_factory(n) for n in ("a", "b", "c")]
+    cfg = auth_config(backends[0], [{"match": {"path": "/"}, "upstream": "app", "auth": "keys"}])
+    cfg["upstreams"] = {"app": {"targets": [b.address for b in backends], "balance": "maglev",
+                                "hash_on": "consumer"}}
+    gw = gateway_factory(cfg)
+    for key in (ALICE_KEY, "bob-key"):
+        for i in range(12):
+            assert http.get(gw.url(f"/{key}/{i}"), headers={"x-api-key": key}).status_code == 200
+    for key in (ALICE_KEY, "bob-key"):
+        hit = {b.name for b in backends for q in b.requests if q.target.startswith(f"/{key}/")}
+        assert len(hit) == 1, (key, hit)
