@@ -11,7 +11,7 @@ BUILD_PKGS=(
   libgtest-dev libgmock-dev libbenchmark-dev
 )
 TEST_PKGS=(
-  python3 python3-pytest python3-httpx python3-requests
+  python3 python3-pytest python3-httpx python3-requests python3-jwt python3-cryptography
   curl wrk nginx-light haproxy redis-server procps
 )
 
