@@ -5,6 +5,7 @@
 #include <ctime>
 #include <fstream>
 #include <map>
+#include <optional>
 #include <sstream>
 #include <unordered_map>
 
@@ -80,6 +81,11 @@ class AuthRegistry {
   std::map<std::string, std::vector<std::string>, std::less<>> groups;  // consumer -> groups
   // One shared identity per configured consumer (what an API key resolves to).
   std::map<std::string, std::shared_ptr<const Exchange::Identity>, std::less<>> identities;
+  std::map<std::string, std::string, std::less<>> passwords;  // consumer -> crypt(3) hash
+  // Successful Basic verifications (a mutex inside): bcrypt costs ~100 ms, so only a miss runs
+  // crypt(3), and that on the blocking pool.
+  std::unique_ptr<auth::PasswordCache> password_cache =
+      std::make_unique<auth::PasswordCache>(10000, std::chrono::minutes(5));
 };
 
 std::variant<std::shared_ptr<const AuthRegistry>, std::vector<std::string>> build_auth_registry(
@@ -97,6 +103,7 @@ std::variant<std::shared_ptr<const AuthRegistry>, std::vector<std::string>> buil
     id->consumer = consumer.name;
     id->groups = consumer.groups;
     reg->identities[consumer.name] = std::move(id);
+    if (!consumer.password.empty()) reg->passwords[consumer.name] = consumer.password;
     auth::ConsumerKeys ck{consumer.name, {}};
     for (const auto& k : consumer.api_keys) {
       ck.api_keys.push_back(k.kind == config::ApiKey::Kind::Sha256 ? "sha256:" + k.value
@@ -173,17 +180,83 @@ class AuthFilter final : public Filter {
 
   Step on_request(Exchange& x) const override {
     std::string why;
+    std::optional<PendingBasic> pending;
     for (const Authenticator* a : any_of_) {
       std::string failure;
-      if (try_one(*a, x, failure)) return Step::next();
-      if (!why.empty()) why += "; ";
-      why += a->name + ": " + failure;
+      if (a->kind == config::Authenticator::Kind::Basic) {
+        if (try_basic(x, failure, pending)) return Step::next();
+      } else if (try_one(*a, x, failure)) {
+        return Step::next();
+      }
+      if (!failure.empty()) {
+        if (!why.empty()) why += "; ";
+        why += a->name + ": " + failure;
+      }
     }
+    if (pending) {
+      // A Basic password not seen recently: verify it off the worker, then finish here.
+      return Step::offload([this, &x, p = std::move(*pending), why]() mutable -> Step {
+        if (auth::verify_password(p.hash, p.password) == auth::PasswordCheck::Match) {
+          reg_->password_cache->remember(p.username, p.hash, p.password);
+          accept_basic(x, p.username);
+          return Step::next();
+        }
+        return refuse(x, why.empty() ? p.authenticator + ": wrong password"
+                                     : why + "; " + p.authenticator + ": wrong password");
+      });
+    }
+    return refuse(x, why);
+  }
+
+ private:
+  struct PendingBasic {
+    std::string authenticator, username, password, hash;
+  };
+
+  Step refuse(const Exchange& x, const std::string& why) const {
     std::vector<std::pair<std::string, std::string>> challenges;
     for (const Authenticator* a : any_of_)
       challenges.emplace_back("www-authenticate", a->challenge);
     log::info("auth failed from {}: {}", x.client_ip, why);
     return Step::respond(401, "unauthorized", std::move(challenges), "auth failed: " + why);
+  }
+
+  void accept_basic(Exchange& x, std::string_view username) const {
+    x.identity = identity_of(username);
+    Exchange::remove(x.upstream_headers, "authorization");  // consumed: not forwarded
+  }
+
+  // True when authenticated now; `pending` set when the password must be hashed off-thread.
+  bool try_basic(Exchange& x, std::string& failure, std::optional<PendingBasic>& pending) const {
+    auto h = x.request->header("authorization");
+    if (!h.found || h.value.size() < 6 || !http::iequals(h.value.substr(0, 6), "basic ")) {
+      failure = "no basic credentials";
+      return false;
+    }
+    auto creds = auth::parse_basic_authorization(h.value);
+    if (auto* e = std::get_if<std::string>(&creds)) {
+      failure = *e;
+      return false;
+    }
+    auto& c = std::get<auth::BasicCredentials>(creds);
+    auto it = reg_->passwords.find(c.username);
+    if (it == reg_->passwords.end()) {
+      failure = "unknown user";
+      return false;
+    }
+    if (reg_->password_cache->contains(c.username, it->second, c.password)) {
+      accept_basic(x, c.username);
+      return true;
+    }
+    if (!pending) {
+      for (const Authenticator* a : any_of_) {
+        if (a->kind == config::Authenticator::Kind::Basic) {
+          pending = PendingBasic{a->name, c.username, c.password, it->second};
+          break;
+        }
+      }
+    }
+    return false;
   }
 
  private:
@@ -194,8 +267,7 @@ class AuthFilter final : public Filter {
       case config::Authenticator::Kind::ApiKey:
         return try_api_key(a.api_key, x, failure);
       case config::Authenticator::Kind::Basic:
-        failure = "basic is not enforced";
-        return false;
+        return false;  // handled by try_basic
     }
     return false;
   }

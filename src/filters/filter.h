@@ -11,9 +11,11 @@
 // order for requests and in reverse order for responses; they must not block. A filter that needs
 // per-exchange state keeps it in the Exchange (so the fast path allocates nothing per filter).
 // A filter can answer the request itself with Step::respond (a 401, a 429, a cache hit): the chain
-// stops there and nothing goes upstream.
+// stops there and nothing goes upstream. Blocking work (a password hash) is handed back as
+// Step::offload and runs on a small thread pool while the exchange waits.
 #pragma once
 
+#include <functional>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -26,7 +28,17 @@ namespace sluice::filters {
 
 class Step {
  public:
-  enum class Kind { Next, Respond };
+  // Offload: run `work` on the blocking pool (never the worker; e.g. crypt(3) for Basic auth),
+  // then continue the chain with the Step it returns. While it runs the exchange is parked, so
+  // `work` may write to the Exchange it captured.
+  enum class Kind { Next, Respond, Offload };
+  Step() : Step(Kind::Next, 0, {}, {}) {}  // = next()
+  static Step offload(std::function<Step()> work) {
+    Step s(Kind::Offload, 0, {}, {});
+    s.work_ = std::move(work);
+    return s;
+  }
+  std::function<Step()> take_work() { return std::move(work_); }
   static Step next() { return Step(Kind::Next, 0, {}, {}); }
   static Step respond(int status, std::string reason) {
     return Step(Kind::Respond, status, std::move(reason), {});
@@ -54,6 +66,7 @@ class Step {
   std::string reason_;
   std::vector<std::pair<std::string, std::string>> headers_;
   std::string log_detail_;
+  std::function<Step()> work_;
 };
 
 class Filter {

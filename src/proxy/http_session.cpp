@@ -9,6 +9,8 @@
 
 #include <fmt/format.h>
 
+#include <boost/asio/thread_pool.hpp>
+
 #include "core/error.h"
 #include "core/log.h"
 #include "filters/exchange.h"
@@ -397,6 +399,8 @@ class ScratchPool {
 };
 thread_local ScratchPool t_scratch_pool;
 
+asio::awaitable<filters::Step> run_blocking(std::function<filters::Step()> work);
+
 class HttpSession final : public server::Session {
  public:
   HttpSession(Worker& worker, tcp::socket socket, std::string listener)
@@ -759,6 +763,9 @@ asio::awaitable<HttpSession::Next> HttpSession::handle() {
   x.upstream_headers = xs_->head.headers;
   for (const auto& f : route.filters) {
     filters::Step step = f->on_request(x);
+    while (step.kind() == filters::Step::Kind::Offload) {
+      step = co_await run_blocking(step.take_work());
+    }
     if (step.kind() == filters::Step::Kind::Respond) {
       std::string body = fmt::format(R"({{"error":"{}","status":{},"request_id":"{}"}})",
                                      step.reason(), step.status(), xs_->request_id);
@@ -864,6 +871,17 @@ void HttpSession::build_upstream_head(const filters::Exchange& x, std::string_vi
     h += "transfer-encoding: chunked\r\n"sv;
   }
   h += "\r\n"sv;
+}
+
+// Runs `work` on the process-wide blocking pool (two threads: password hashing and the like) and
+// resumes the exchange on its worker with the result.
+asio::awaitable<filters::Step> invoke(std::function<filters::Step()> work) { co_return work(); }
+
+asio::awaitable<filters::Step> run_blocking(std::function<filters::Step()> work) {
+  static asio::thread_pool* pool = new asio::thread_pool(2);  // process lifetime
+  // (a plain coroutine function, not a capturing lambda coroutine: its frame owns `work`)
+  co_return co_await asio::co_spawn(pool->get_executor(), invoke(std::move(work)),
+                                    asio::use_awaitable);
 }
 
 // Connects to `target` within the upstream's connect timeout.

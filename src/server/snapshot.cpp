@@ -84,15 +84,6 @@ std::shared_ptr<const Snapshot> compile_snapshot(config::Config cfg, const std::
   for (const auto& u : c.upstreams) {
     if (u.tls) not_enforced(u.mark, fmt::format("upstream '{}': 'tls'", u.name));
   }
-  for (const auto& r : c.routes) {
-    for (const auto& name : r.auth) {
-      const config::Authenticator* a = c.find_authenticator(name);
-      if (a != nullptr && a->kind == config::Authenticator::Kind::Basic) {
-        not_enforced(r.mark,
-                     fmt::format("route '{}': 'basic' authentication ('{}')", r.name, name));
-      }
-    }
-  }
   std::shared_ptr<const filters::AuthRegistry> auth_registry;
   if (!c.authenticators.empty() || !c.consumers.empty()) {
     auto built = filters::build_auth_registry(c);

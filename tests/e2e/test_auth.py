@@ -154,3 +154,36 @@ def test_hash_on_consumer_keeps_each_consumer_on_one_target(gateway_factory, bac
     for key in (ALICE_KEY, "bob-key"):
         hit = {b.name for b in backends for q in b.requests if q.target.startswith(f"/{key}/")}
         assert len(hit) == 1, (key, hit)
+
+
+def _crypt_hash(password: str, prefix: str) -> str:
+    """A crypt(3) hash made by libxcrypt itself (through ctypes), independent of the gateway."""
+    import ctypes
+    lib = ctypes.CDLL("libcrypt.so.1")
+    lib.crypt_gensalt.restype = ctypes.c_char_p
+    lib.crypt_gensalt.argtypes = [ctypes.c_char_p, ctypes.c_ulong, ctypes.c_char_p, ctypes.c_int]
+    lib.crypt.restype = ctypes.c_char_p
+    lib.crypt.argtypes = [ctypes.c_char_p, ctypes.c_char_p]
+    salt = lib.crypt_gensalt(prefix.encode(), 4 if prefix == "$2b$" else 0, None, 0)
+    return lib.crypt(password.encode(), salt).decode()
+
+
+def test_basic_auth_with_bcrypt_and_sha512_crypt(gateway_factory, backend, http):
+    cfg = proxy_config({"app": [backend]}, [{"match": {"path": "/"}, "upstream": "app", "auth": "ops"}],
+                       consumers=[{"name": "dora", "groups": ["ops"], "password": _crypt_hash("s3cret!", "$2b$")},
+                                  {"name": "eve", "password": _crypt_hash("hunter2", "$6$")}],
+                       auth={"ops": {"basic": {"realm": "ops"}}})
+    gw = gateway_factory(cfg)
+    for _ in range(2):  # the second request is answered from the verified-password cache
+        r = http.get(gw.url("/d"), auth=("dora", "s3cret!"))
+        assert r.status_code == 200, r.text
+        assert backend.last.header("authorization") is None  # consumed: not forwarded
+    assert http.get(gw.url("/e"), auth=("eve", "hunter2")).status_code == 200
+    for user, password in [("dora", "wrong"), ("nobody", "s3cret!"), ("eve", "")]:
+        r = http.get(gw.url("/x"), auth=(user, password))
+        assert r.status_code == 401
+        assert r.headers["www-authenticate"].startswith('Basic realm="ops"')
+    assert [q.target for q in backend.requests] == ["/d", "/d", "/e"]
+    log = gw.wait_access_log(6)
+    assert [e["consumer"] for e in log[:3]] == ["dora", "dora", "eve"]
+    assert all("s3cret" not in e["error"] for e in log[3:] if e["error"])
