@@ -98,9 +98,10 @@ int main(int argc, char** argv) {
 
   if (*version) {
     std::cout << fmt::format("sluice {} ({})\n", SLUICE_VERSION, SLUICE_BUILD_TYPE);
-    std::cout << fmt::format("  boost {}.{}.{}, {}, yaml-cpp 0.7, fmt {}\n", BOOST_VERSION / 100000,
-                             BOOST_VERSION / 100 % 1000, BOOST_VERSION % 100, OPENSSL_VERSION_TEXT,
-                             FMT_VERSION);
+    std::cout << fmt::format("  boost {}.{}.{}, {}, yaml-cpp 0.7, fmt {}.{}.{}\n",
+                             BOOST_VERSION / 100000, BOOST_VERSION / 100 % 1000,
+                             BOOST_VERSION % 100, OPENSSL_VERSION_TEXT, FMT_VERSION / 10000,
+                             FMT_VERSION / 100 % 100, FMT_VERSION % 100);
     return 0;
   }
   if (*validate_cmd) return validate(config_path);
