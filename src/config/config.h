@@ -70,6 +70,8 @@ struct ListenerTls {
   // None exactly when there is no client_ca; Optional is the default with one.
   enum class ClientCert { None, Optional, Required };
   ClientCert client_cert = ClientCert::None;
+  // Session-ticket keys are replaced this often; a ticket stays valid for two periods.
+  Duration ticket_rotation = std::chrono::hours(12);
 };
 
 struct Listener {

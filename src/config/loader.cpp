@@ -60,7 +60,7 @@ constexpr std::string_view k_listener_keys[] = {"name",   "listen", "protocol",
 constexpr std::string_view k_listener_later[] = {"http2", "proxy_protocol", "upstream"};
 constexpr Schema k_listener{"in a listener", k_listener_keys, k_listener_later};
 
-constexpr std::string_view k_listener_tls_keys[] = {"certificates", "min_version", "client_ca",
+constexpr std::string_view k_listener_tls_keys[] = {"certificates", "min_version", "client_ca", "ticket_rotation",
                                                     "client_cert"};
 constexpr Schema k_listener_tls{"in a listener's 'tls'", k_listener_tls_keys, {}};
 
@@ -879,6 +879,9 @@ class Loader {
                 "'min_version' must be \"1.2\" or \"1.3\", got " + quote(*text));
         }
       }
+    }
+    if (const Field* rotation = f->get("ticket_rotation")) {
+      if (auto d = duration(rotation->value)) tls.ticket_rotation = *d;
     }
     const Field* client_ca = f->get("client_ca");
     if (client_ca) {

@@ -26,6 +26,7 @@ enum class ErrorKind {
   ConnectRefused,
   ConnectTimeout,
   ConnectFailed,
+  TlsFailed,  // the TLS handshake with the target failed (verification, protocol)
   UpstreamReset,
   UpstreamTimeout,
   BadResponse,
@@ -42,7 +43,7 @@ struct Error {
   // A retry on another target may help: nothing reached the upstream application.
   bool retryable_any_method() const {
     return kind == ErrorKind::ConnectRefused || kind == ErrorKind::ConnectTimeout ||
-           kind == ErrorKind::ConnectFailed;
+           kind == ErrorKind::ConnectFailed || kind == ErrorKind::TlsFailed;
   }
 
   int status() const {
@@ -64,6 +65,7 @@ struct Error {
         return 503;
       case ErrorKind::ConnectRefused:
       case ErrorKind::ConnectFailed:
+      case ErrorKind::TlsFailed:
       case ErrorKind::UpstreamReset:
       case ErrorKind::BadResponse:
         return 502;
@@ -100,6 +102,8 @@ struct Error {
         return "upstream connect timeout";
       case ErrorKind::ConnectFailed:
         return "upstream connect failed";
+      case ErrorKind::TlsFailed:
+        return "upstream TLS handshake failed";
       case ErrorKind::UpstreamReset:
         return "upstream connection reset";
       case ErrorKind::UpstreamTimeout:

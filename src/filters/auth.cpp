@@ -362,6 +362,21 @@ class AuthFilter final : public Filter {
   std::vector<const Authenticator*> any_of_;
 };
 
+}  // namespace
+
+std::shared_ptr<const Exchange::Identity> consumer_identity(
+    const std::shared_ptr<const AuthRegistry>& registry, std::string_view name) {
+  if (registry) {
+    auto it = registry->identities.find(name);
+    if (it != registry->identities.end()) return it->second;
+  }
+  auto id = std::make_shared<Exchange::Identity>();
+  id->consumer = std::string(name);
+  return id;
+}
+
+namespace {
+
 bool intersects(const std::vector<std::string>& a, const std::vector<std::string>& b) {
   for (const auto& x : a) {
     for (const auto& y : b) {

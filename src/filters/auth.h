@@ -32,6 +32,11 @@ std::variant<std::shared_ptr<const AuthRegistry>, std::vector<std::string>> buil
 std::unique_ptr<const Filter> make_auth_filter(const std::shared_ptr<const AuthRegistry>& registry,
                                                const config::Route& route);
 
+// The identity a name resolves to outside any authenticator (a verified client certificate's
+// CN): the configured consumer of that name with its groups, else a bare identity of that name.
+std::shared_ptr<const Exchange::Identity> consumer_identity(
+    const std::shared_ptr<const AuthRegistry>& registry, std::string_view name);
+
 // nullptr when the route's `allow` names no consumers, groups or scopes.
 std::unique_ptr<const Filter> make_allow_filter(const config::Route& route);
 

@@ -17,8 +17,11 @@
 #include "filters/exchange.h"
 #include "http/normalise.h"
 #include "http/parser.h"
+#include "filters/auth.h"
+#include "server/tls_stream.h"
 #include "server/watchdog.h"
 #include "server/worker.h"
+#include "tls/tls.h"
 
 namespace sluice::proxy {
 namespace {
@@ -191,9 +194,9 @@ struct ExchangeLog {
 // The views it returns stay valid until the next call.
 class BodySource {
  public:
-  BodySource(tcp::socket& socket, server::IoBuffer& buf, size_t& begin, size_t& end, Watchdog& wd,
+  BodySource(server::Io io, server::IoBuffer& buf, size_t& begin, size_t& end, Watchdog& wd,
              Duration gap)
-      : socket_(socket), buf_(buf), begin_(begin), end_(end), wd_(wd), gap_(gap) {}
+      : io_(io), buf_(buf), begin_(begin), end_(end), wd_(wd), gap_(gap) {}
 
   enum class Status { Data, End, Error, Timeout };
 
@@ -273,15 +276,18 @@ class BodySource {
         error_ = "chunk framing too long";
         co_return Status::Error;
       }
-      wd_.arm(gap_, &socket_);
-      auto [ec, n] = co_await socket_.async_read_some(
-          asio::buffer(buf_.data() + end_, buf_.size() - end_), use_nothrow);
+      wd_.arm(gap_, io_.sock);
+      auto [ec, n] = co_await io_.read_some(asio::buffer(buf_.data() + end_, buf_.size() - end_));
       if (ec) {
-        if (ec == asio::error::eof && kind_ == http::BodyKind::UntilClose) {
+        // (a TLS peer that closes without close_notify ends a close-delimited body too)
+        if ((ec == asio::error::eof || ec == asio::ssl::error::stream_truncated) &&
+            kind_ == http::BodyKind::UntilClose) {
           done_ = true;
           co_return Status::End;
         }
-        error_ = ec == asio::error::eof ? "connection closed mid-body" : "read error";
+        error_ = ec == asio::error::eof || ec == asio::ssl::error::stream_truncated
+                     ? "connection closed mid-body"
+                     : "read error";
         co_return wd_.expired() ? Status::Timeout : Status::Error;
       }
       end_ += n;
@@ -290,7 +296,7 @@ class BodySource {
   std::string_view error() const { return error_; }
 
  private:
-  tcp::socket& socket_;
+  server::Io io_;
   server::IoBuffer& buf_;
   size_t& begin_;
   size_t& end_;
@@ -309,13 +315,13 @@ class BodySink {
  public:
   enum class Framing { Raw, Chunked };
   // `iov` is scratch space owned by the session (reused across exchanges).
-  BodySink(tcp::socket& socket, Watchdog& wd, Duration gap, Framing framing,
+  BodySink(server::Io io, Watchdog& wd, Duration gap, Framing framing,
            std::vector<asio::const_buffer>& iov)
-      : socket_(socket), wd_(wd), gap_(gap), framing_(framing), bufs_(iov) {}
+      : io_(io), wd_(wd), gap_(gap), framing_(framing), bufs_(iov) {}
 
   // The buffers of one write: `prefix` (a head not yet written) goes out with the pieces, framed
   // as this sink frames them. Valid until the next call. Callers on the hot path co_await
-  // asio::async_write on it directly (one coroutine frame fewer than write()).
+  // the stream's write on it directly (one coroutine frame fewer than write()).
   std::span<const asio::const_buffer> prepare(std::string_view prefix,
                                               const std::vector<std::string_view>& pieces,
                                               bool last) {
@@ -336,7 +342,7 @@ class BodySink {
       if (total > 0) bufs_.emplace_back("\r\n", 2);
       if (last) bufs_.emplace_back("0\r\n\r\n", 5);
     }
-    wd_.arm(gap_, &socket_);
+    wd_.arm(gap_, io_.sock);
     return bufs_;
   }
   void count(size_t n) { bytes_ += n; }
@@ -345,14 +351,14 @@ class BodySink {
                               bool last) {
     auto iov = prepare(prefix, pieces, last);
     if (iov.empty()) co_return true;
-    auto [ec, n] = co_await asio::async_write(socket_, iov, use_nothrow);
+    auto [ec, n] = co_await io_.write(iov);
     bytes_ += n;
     co_return !ec;
   }
   uint64_t bytes() const { return bytes_; }
 
  private:
-  tcp::socket& socket_;
+  server::Io io_;
   Watchdog& wd_;
   Duration gap_;
   Framing framing_;
@@ -439,6 +445,19 @@ class HttpSession final : public server::Session {
  private:
   enum class Next { KeepAlive, Close };
 
+  // TLS listeners: the handshake, within the header timeout. False: close the connection.
+  asio::awaitable<bool> handshake(std::shared_ptr<const tls::ServerContext> ctx);
+  // The identity of a verified client certificate (mutual TLS), resolved against the current
+  // snapshot's consumers; null without one.
+  const std::shared_ptr<const filters::Exchange::Identity>& tls_identity() {
+    if (tls_cn_.empty()) return tls_identity_;
+    if (!tls_identity_ || tls_identity_generation_ != snap_->generation) {
+      tls_identity_ = filters::consumer_identity(snap_->auth, tls_cn_);
+      tls_identity_generation_ = snap_->generation;
+    }
+    return tls_identity_;
+  }
+
   const config::Listener* listener() const {
     for (const auto& l : snap_->config.listeners) {
       if (l.name == listener_name_) return &l;
@@ -451,6 +470,7 @@ class HttpSession final : public server::Session {
     snap_ = worker_.snapshot();
     const config::Listener* l = listener();
     limits_ = l != nullptr ? l->limits : snap_->config.limits;
+    redirect_to_https_ = l != nullptr && l->redirect_to_https;
     http::ParserLimits pl;
     pl.max_request_line = limits_.max_request_line;
     pl.max_header_bytes = limits_.max_header_bytes;
@@ -469,6 +489,8 @@ class HttpSession final : public server::Session {
   asio::awaitable<void> send_error(const Error& e, std::string_view detail, bool close,
                                    std::string_view allow = {});
   asio::awaitable<void> send_parse_error(int status, std::string_view reason);
+  // redirect_to_https: 308 to the same host and request target on the first TLS listener.
+  asio::awaitable<void> redirect_https(bool close);
   // Writes the head sent upstream into `h` (the scratch string keeps its capacity).
   void build_upstream_head(const filters::Exchange& x, std::string_view path,
                            const CompiledTarget& target, http::BodyKind body_kind, std::string& h);
@@ -490,6 +512,12 @@ class HttpSession final : public server::Session {
 
   Worker& worker_;
   tcp::socket socket_;
+  std::unique_ptr<server::TlsStream> tls_;  // over socket_ on a TLS listener
+  server::Io io_{&socket_, nullptr};        // socket_, or tls_ once the handshake is done
+  std::string tls_cn_;                      // a verified client certificate's CN
+  std::shared_ptr<const filters::Exchange::Identity> tls_identity_;
+  uint64_t tls_identity_generation_ = 0;
+  bool redirect_to_https_ = false;
   std::string listener_name_;
   std::string client_ip_;
   Watchdog down_wd_;
@@ -513,6 +541,14 @@ class HttpSession final : public server::Session {
 };
 
 asio::awaitable<void> HttpSession::run() {
+  refresh_snapshot();
+  if (auto it = snap_->listener_tls.find(listener_name_); it != snap_->listener_tls.end()) {
+    if (!co_await handshake(it->second)) {
+      error_code ignored;
+      socket_.close(ignored);
+      co_return;
+    }
+  }
   for (;;) {
     // A new snapshot applies from the next request on: before reading a head (for the limits)
     // and again once it arrived (a reload may have happened while the connection was idle), so
@@ -525,8 +561,34 @@ asio::awaitable<void> HttpSession::run() {
     release_buffer_if_idle();
   }
   error_code ignored;
+  if (tls_) {
+    // close_notify, and a short wait for the client's (a client that already closed ends it at
+    // once).
+    down_wd_.arm(std::chrono::seconds(1), &socket_);
+    co_await tls_->async_shutdown(use_nothrow);
+    down_wd_.disarm();
+  }
   socket_.shutdown(tcp::socket::shutdown_send, ignored);
   socket_.close(ignored);
+}
+
+asio::awaitable<bool> HttpSession::handshake(std::shared_ptr<const tls::ServerContext> ctx) {
+  SSL* ssl = ctx->new_ssl();
+  if (ssl == nullptr) co_return false;
+  tls_ = std::make_unique<server::TlsStream>(socket_, ssl);  // owns ssl from here
+  down_wd_.arm(limits_.header_timeout, &socket_);
+  auto [ec] = co_await tls_->async_handshake(asio::ssl::stream_base::server, use_nothrow);
+  down_wd_.disarm();
+  if (ec) {
+    // Scanners and clients with no common protocol do this all day: debug, not warn.
+    log::debug("TLS handshake from {} failed: {}", client_ip_,
+               down_wd_.expired() ? std::string("timeout") : ec.message());
+    tls::clear_errors();
+    co_return false;
+  }
+  tls_cn_ = tls::peer_common_name(ssl);
+  io_.tls = tls_.get();
+  co_return true;
 }
 
 asio::awaitable<bool> HttpSession::read_head() {
@@ -538,7 +600,7 @@ asio::awaitable<bool> HttpSession::read_head() {
     // The first request must come within header_timeout; later ones within idle_timeout.
     down_wd_.arm(served_any_ ? limits_.idle_timeout : limits_.header_timeout, &socket_);
     if (worker_.draining()) co_return false;
-    auto [ec, n] = co_await socket_.async_read_some(asio::buffer(idle_buf_), use_nothrow);
+    auto [ec, n] = co_await io_.read_some(asio::buffer(idle_buf_));
     idle_ = false;
     if (ec || n == 0 || worker_.draining()) co_return false;
     ensure_buffer();
@@ -575,8 +637,7 @@ asio::awaitable<bool> HttpSession::read_head() {
         co_return false;
       }
     }
-    auto [ec, n] = co_await socket_.async_read_some(
-        asio::buffer(buf_.data() + end_, buf_.size() - end_), use_nothrow);
+    auto [ec, n] = co_await io_.read_some(asio::buffer(buf_.data() + end_, buf_.size() - end_));
     if (ec) {
       if (down_wd_.expired() && begin_ < end_) {
         co_await send_parse_error(408, "request head timeout");
@@ -632,7 +693,7 @@ asio::awaitable<void> HttpSession::send_local(
   std::array<asio::const_buffer, 2> bufs{asio::buffer(xs_->out),
                                          asio::buffer(body.data(), head_only ? 0 : body.size())};
   down_wd_.arm(std::chrono::seconds(5), &socket_);
-  auto [ec, n] = co_await asio::async_write(socket_, bufs, use_nothrow);
+  auto [ec, n] = co_await io_.write(bufs);
   xs_->log.status = status;
   xs_->log.bytes_out += n;
   if (close) close_after_ = true;
@@ -646,6 +707,34 @@ asio::awaitable<void> HttpSession::send_error(const Error& e, std::string_view d
   std::vector<std::pair<std::string, std::string>> extra;
   if (!allow.empty()) extra.emplace_back("allow", std::string(allow));
   co_await send_local(e.status(), body, "application/json", extra, close);
+}
+
+asio::awaitable<void> HttpSession::redirect_https(bool close) {
+  std::string_view host = xs_->head.host;
+  if (host.empty()) {
+    co_await send_error({Source::Downstream, ErrorKind::BadRequest}, "no host to redirect to",
+                        close);
+    co_return;
+  }
+  // Drop the port the client used for cleartext ("[v6]:80" keeps its brackets).
+  if (size_t colon = host.rfind(':');
+      colon != std::string_view::npos && host.find(']', colon) == std::string_view::npos) {
+    host = host.substr(0, colon);
+  }
+  std::string location = "https://";
+  location += host;
+  if (snap_->https_port != 0 && snap_->https_port != 443) {
+    location += ':';
+    append_decimal(location, snap_->https_port);
+  }
+  location += xs_->head.path;  // the request target as sent, not the normalised path
+  if (!xs_->head.query.empty()) {
+    location += '?';
+    location += xs_->head.query;
+  }
+  std::vector<std::pair<std::string, std::string>> extra;
+  extra.emplace_back(std::string("location"), std::move(location));
+  co_await send_local(308, {}, {}, extra, close);
 }
 
 asio::awaitable<HttpSession::Next> HttpSession::handle() {
@@ -699,6 +788,12 @@ asio::awaitable<HttpSession::Next> HttpSession::handle() {
     co_return Next::Close;
   }
   xs_->log.path = norm.path;
+
+  if (redirect_to_https_) {
+    co_await redirect_https(!keep || has_body);
+    write_access_log();
+    co_return (!keep || has_body) ? Next::Close : Next::KeepAlive;
+  }
 
   router::RequestView rv{xs_->head.method, xs_->head.host, norm.path, xs_->head.query,
                          &xs_->head.headers};
@@ -762,6 +857,7 @@ asio::awaitable<HttpSession::Next> HttpSession::handle() {
   x.client_ip = client_ip_;
   x.request_id = xs_->request_id;
   x.upstream_headers = xs_->head.headers;
+  x.identity = tls_identity();  // mutual TLS; an authenticator may replace it
   for (const auto& f : route.filters) {
     filters::Step step = f->on_request(x);
     while (step.kind() == filters::Step::Kind::Offload) {
@@ -837,7 +933,8 @@ void HttpSession::build_upstream_head(const filters::Exchange& x, std::string_vi
     h += ", "sv;
   }
   h += client_ip_;
-  h += "\r\nx-forwarded-proto: http\r\nx-forwarded-host: "sv;
+  h += tls_ ? "\r\nx-forwarded-proto: https\r\nx-forwarded-host: "sv
+            : "\r\nx-forwarded-proto: http\r\nx-forwarded-host: "sv;
   h += xs_->head.host;
   h += "\r\nforwarded: "sv;
   if (!fwd.empty()) {
@@ -853,7 +950,7 @@ void HttpSession::build_upstream_head(const filters::Exchange& x, std::string_vi
     h += xs_->head.host;
     h += "\""sv;
   }
-  h += ";proto=http\r\nvia: "sv;
+  h += tls_ ? ";proto=https\r\nvia: "sv : ";proto=http\r\nvia: "sv;
   if (!via.empty()) {
     h += via;
     h += ", "sv;
@@ -906,6 +1003,25 @@ asio::awaitable<Error> connect_target(tcp::socket& sock, const std::string& ip, 
   }
   sock.set_option(tcp::no_delay(true), ec);
   co_return Error{};
+}
+
+// Upstream `tls:`: the client handshake on a fresh connection, within the connect timeout.
+asio::awaitable<Error> upstream_handshake(UpstreamConnection& conn, const CompiledUpstream& up,
+                                          const CompiledTarget& target, const std::string& key,
+                                          Watchdog& wd, Duration timeout) {
+  SSL* ssl = up.tls->new_ssl(target.host, key);
+  if (ssl == nullptr) co_return Error{Source::Internal, ErrorKind::TlsFailed};
+  conn.tls = std::make_unique<server::TlsStream>(conn.socket, ssl);
+  wd.arm(timeout, &conn.socket);
+  auto [ec] = co_await conn.tls->async_handshake(asio::ssl::stream_base::client, use_nothrow);
+  wd.disarm();
+  if (!ec) co_return Error{};
+  if (wd.expired()) co_return Error{Source::Upstream, ErrorKind::ConnectTimeout};
+  std::string why = tls::verify_error(ssl);
+  log::warn("upstream {} target {}: TLS handshake failed: {}", up.config->name, target.address,
+            why.empty() ? ec.message() : why);
+  tls::clear_errors();
+  co_return Error{Source::Upstream, ErrorKind::TlsFailed};
 }
 
 bool idempotent(std::string_view method) {
@@ -1144,8 +1260,13 @@ asio::awaitable<HttpSession::Next> HttpSession::forward(const CompiledUpstream& 
       conn = std::make_unique<UpstreamConnection>(worker_.io());
       conn->key = key;
       last = co_await connect_target(conn->socket, ip, target->port, uc.timeouts.connect, up_wd_);
+      if (!last && up.tls) {
+        last = co_await upstream_handshake(*conn, up, *target, key, up_wd_, uc.timeouts.connect);
+      }
       if (last) {
-        log::warn("upstream {} target {}: {}", uc.name, target->address, last.reason());
+        if (last.kind != ErrorKind::TlsFailed) {  // (the handshake logged its own reason)
+          log::warn("upstream {} target {}: {}", uc.name, target->address, last.reason());
+        }
         upstream::record_outcome(*target->state, up.states, up.outlier, true,
                                  upstream::steady_now_ms());
         drop_conn();
@@ -1167,7 +1288,7 @@ asio::awaitable<HttpSession::Next> HttpSession::forward(const CompiledUpstream& 
       continue_sent = true;
       static constexpr std::string_view k100 = "HTTP/1.1 100 Continue\r\n\r\n";
       down_wd_.arm(limits_.idle_timeout, &socket_);
-      auto [ec, n] = co_await asio::async_write(socket_, asio::buffer(k100), use_nothrow);
+      auto [ec, n] = co_await io_.write(asio::buffer(k100));
       if (ec) co_return Next::Close;
     }
     up_wd_.arm(request_timeout, &conn->socket);
@@ -1177,15 +1298,15 @@ asio::awaitable<HttpSession::Next> HttpSession::forward(const CompiledUpstream& 
       std::vector<std::string_view>& pieces = xs_->pieces;
       pieces.clear();
       if (has_body) pieces.push_back(xs_->replay);
-      BodySink sink(conn->socket, up_wd_, request_timeout,
+      server::Io uio{&conn->socket, conn->tls.get()};
+      BodySink sink(uio, up_wd_, request_timeout,
                     chunked ? BodySink::Framing::Chunked : BodySink::Framing::Raw, xs_->iov);
-      auto [ec, n] =
-          co_await asio::async_write(conn->socket, sink.prepare(uhead, pieces, true), use_nothrow);
+      auto [ec, n] = co_await uio.write(sink.prepare(uhead, pieces, true));
       sent = !ec;
     } else {
-      BodySource src(socket_, buf_, begin_, end_, down_wd_, limits_.request_body_timeout);
+      BodySource src(io_, buf_, begin_, end_, down_wd_, limits_.request_body_timeout);
       src.start(xs_->head.body_kind, xs_->head.content_length);
-      BodySink sink(conn->socket, up_wd_, request_timeout,
+      BodySink sink(server::Io{&conn->socket, conn->tls.get()}, up_wd_, request_timeout,
                     chunked ? BodySink::Framing::Chunked : BodySink::Framing::Raw, xs_->iov);
       std::vector<std::string_view>& pieces = xs_->pieces;
       std::string_view prefix = uhead;
@@ -1278,8 +1399,8 @@ asio::awaitable<HttpSession::Next> HttpSession::forward(const CompiledUpstream& 
         rend -= rbegin;
         rbegin = 0;
       }
-      auto [ec, n] = co_await conn->socket.async_read_some(
-          asio::buffer(rbuf.data() + rend, rbuf.size() - rend), use_nothrow);
+      auto [ec, n] = co_await server::Io{&conn->socket, conn->tls.get()}.read_some(
+          asio::buffer(rbuf.data() + rend, rbuf.size() - rend));
       if (ec) {
         last = up_wd_.expired() ? Error{Source::Upstream, ErrorKind::UpstreamTimeout}
                                 : Error{Source::Upstream, ErrorKind::UpstreamReset};
@@ -1412,9 +1533,10 @@ asio::awaitable<HttpSession::Next> HttpSession::forward(const CompiledUpstream& 
 
   // Stream the body; the head goes out with its first piece.
   rbegin += rhead_len;
-  BodySource src(conn->socket, rbuf, rbegin, rend, up_wd_, request_timeout);
+  BodySource src(server::Io{&conn->socket, conn->tls.get()}, rbuf, rbegin, rend, up_wd_,
+                 request_timeout);
   src.start(rhead.body_kind, rhead.content_length);
-  BodySink sink(socket_, down_wd_, limits_.idle_timeout, framing, xs_->iov);
+  BodySink sink(io_, down_wd_, limits_.idle_timeout, framing, xs_->iov);
   std::vector<std::string_view>& pieces = xs_->pieces;
   std::string_view prefix = xs_->out;
   bool upstream_ok = true;
@@ -1433,7 +1555,7 @@ asio::awaitable<HttpSession::Next> HttpSession::forward(const CompiledUpstream& 
     bool last_piece = st == BodySource::Status::End || src.done();
     auto iov = sink.prepare(prefix, pieces, last_piece);
     if (!iov.empty()) {
-      auto [ec, n] = co_await asio::async_write(socket_, iov, use_nothrow);
+      auto [ec, n] = co_await io_.write(iov);
       sink.count(n);
       if (ec) {
         client_ok = false;

@@ -8,6 +8,7 @@
 #include "core/log.h"
 #include "server/asio.h"
 #include "server/snapshot.h"
+#include "server/tls_stream.h"
 #include "server/watchdog.h"
 
 namespace sluice::server {
@@ -73,7 +74,7 @@ struct Control::Impl {
       timer.expires_after(delay);
       co_await timer.async_wait(use_nothrow);
       if (my_epoch != epoch) co_return;
-      bool ok = co_await probe(target, hc);
+      bool ok = co_await probe(up, target, hc);
       if (my_epoch != epoch) co_return;
       record(up, target, hc, ok);
       delay = std::chrono::milliseconds(interval_ms * 9 / 10 +
@@ -81,7 +82,10 @@ struct Control::Impl {
     }
   }
 
-  asio::awaitable<bool> probe(const CompiledTarget& target, const config::HealthCheck& hc) {
+  // One check: connect (and the TLS handshake for an upstream with `tls:`), then for http checks
+  // a GET whose status line must be expected.
+  asio::awaitable<bool> probe(const CompiledUpstream& up, const CompiledTarget& target,
+                              const config::HealthCheck& hc) {
     std::string ip = target.dynamic ? target.state->ip() : target.ip;
     error_code ec;
     auto addr = asio::ip::make_address(ip, ec);
@@ -91,16 +95,27 @@ struct Control::Impl {
     wd.arm(hc.timeout, &sock);  // one deadline for connect + request + status line
     auto [cec] = co_await sock.async_connect(tcp::endpoint(addr, target.port), use_nothrow);
     if (cec) co_return false;
+    std::unique_ptr<TlsStream> tls;
+    if (up.tls) {
+      SSL* ssl = up.tls->new_ssl(target.host, target.key);
+      if (ssl == nullptr) co_return false;
+      tls = std::make_unique<TlsStream>(sock, ssl);
+      auto [hec] = co_await tls->async_handshake(asio::ssl::stream_base::client, use_nothrow);
+      if (hec) {
+        tls::clear_errors();
+        co_return false;
+      }
+    }
     if (hc.type == config::HealthCheck::Type::Tcp) co_return true;
+    Io io{&sock, tls.get()};
     std::string req = "GET " + hc.path + " HTTP/1.1\r\nHost: " + target.address +
                       "\r\nUser-Agent: sluice-health-check\r\nConnection: close\r\n\r\n";
-    auto [wec, wn] = co_await asio::async_write(sock, asio::buffer(req), use_nothrow);
+    auto [wec, wn] = co_await io.write(asio::buffer(req));
     if (wec) co_return false;
     char buf[256];
     size_t have = 0;
     while (have < 12) {
-      auto [rec, n] =
-          co_await sock.async_read_some(asio::buffer(buf + have, sizeof buf - have), use_nothrow);
+      auto [rec, n] = co_await io.read_some(asio::buffer(buf + have, sizeof buf - have));
       if (rec) co_return false;
       have += n;
     }

@@ -68,21 +68,12 @@ std::shared_ptr<const Snapshot> compile_snapshot(config::Config cfg, const std::
   snap->config = std::move(cfg);
   const config::Config& c = snap->config;
 
-  // The loader already understands the edge-security keys (issue 4), but this data plane does
-  // not enforce them yet. Accepting them would leave a route the user meant to protect open, so
-  // they are refused here, where both `validate` and `run` see it.
-  auto not_enforced = [&](const config::Mark& m, std::string_view what) {
-    errors.push_back(fmt::format("{}:{}:{}: {} is not enforced in this version yet", c.file, m.line,
-                                 m.col, what));
-  };
   for (const auto& l : c.listeners) {
-    if (l.tls) not_enforced(l.mark, fmt::format("listener '{}': 'tls'", l.name));
-    if (l.redirect_to_https) {
-      not_enforced(l.mark, fmt::format("listener '{}': 'redirect_to_https'", l.name));
+    if (!l.tls) continue;
+    if (auto ctx = tls::ServerContext::build(l, c.file, errors, warnings)) {
+      snap->listener_tls.emplace(l.name, std::move(ctx));
+      if (snap->https_port == 0) snap->https_port = l.port;
     }
-  }
-  for (const auto& u : c.upstreams) {
-    if (u.tls) not_enforced(u.mark, fmt::format("upstream '{}': 'tls'", u.name));
   }
   std::shared_ptr<const filters::AuthRegistry> auth_registry;
   if (!c.authenticators.empty() || !c.consumers.empty()) {
@@ -94,6 +85,7 @@ std::shared_ptr<const Snapshot> compile_snapshot(config::Config cfg, const std::
     }
   }
   if (!errors.empty()) return nullptr;
+  snap->auth = auth_registry;
   snap->generation = ++g_generation;
   snap->checksum = fnv1a_hex(source_text);
   snap->loaded_at = std::chrono::system_clock::now();
@@ -108,6 +100,7 @@ std::shared_ptr<const Snapshot> compile_snapshot(config::Config cfg, const std::
     cu.outlier.consecutive_failures = u.outlier.consecutive_failures;
     cu.outlier.ejection_time_ms = u.outlier.ejection_time.count();
     cu.outlier.max_ejected_percent = u.outlier.max_ejected_percent;
+    if (u.tls) cu.tls = tls::ClientContext::build(u, c.file, errors);
     for (const auto& t : u.targets) {
       CompiledTarget ct;
       ct.address = t.address;
@@ -121,6 +114,8 @@ std::shared_ptr<const Snapshot> compile_snapshot(config::Config cfg, const std::
         ct.ip = t.host;
         ct.key = ct.ip.find(':') != std::string::npos ? fmt::format("[{}]:{}", ct.ip, t.port)
                                                       : fmt::format("{}:{}", ct.ip, t.port);
+        // A TLS connection is only reusable by the upstream whose TLS settings made it.
+        if (u.tls) ct.key = fmt::format("tls:{}|{}", u.name, ct.key);
       } else {
         ct.dynamic = true;
         if (ct.state->ip().empty()) {  // first sight: resolve now; the refresher keeps it fresh

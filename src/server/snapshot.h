@@ -18,8 +18,13 @@
 #include "config/config.h"
 #include "filters/filter.h"
 #include "router/router.h"
+#include "tls/tls.h"
 #include "upstream/balancer.h"
 #include "upstream/target_state.h"
+
+namespace sluice::filters {
+class AuthRegistry;
+}
 
 namespace sluice::server {
 
@@ -30,7 +35,8 @@ struct CompiledTarget {
   uint16_t port = 0;
   uint32_t weight = 1;
   bool dynamic = false;      // a hostname: the current address is state->ip(), re-resolved by DNS
-  std::string key;           // pool key for IP targets ("ip:port"); pools survive reloads by it
+  std::string key;  // pool key for IP targets ("ip:port", "tls:UPSTREAM|ip:port"); pools survive
+                    // reloads by it
   std::string sticky_value;  // opaque cookie value naming this target (never the raw address)
   std::shared_ptr<upstream::TargetState> state;  // shared by all workers, kept across reloads
 };
@@ -42,6 +48,8 @@ struct CompiledUpstream {
   std::shared_ptr<upstream::UpstreamCounters> counters;
   upstream::Algorithm algorithm = upstream::Algorithm::RoundRobin;
   upstream::OutlierPolicy outlier;
+  // Upstream `tls:`; null = cleartext to the targets.
+  std::shared_ptr<const tls::ClientContext> tls;
   // ring_hash and maglev: built once here (milliseconds of work, off the workers) and shared
   // read-only by every worker; their pick() does not mutate. Null for stateful algorithms.
   std::shared_ptr<upstream::Balancer> shared_balancer;
@@ -61,6 +69,10 @@ struct Snapshot {
   std::unique_ptr<const router::Router> router;
   std::vector<CompiledUpstream> upstreams;
   std::vector<CompiledRoute> routes;
+  // TLS listeners by name (certificates loaded, contexts shared by every worker).
+  std::unordered_map<std::string, std::shared_ptr<const tls::ServerContext>> listener_tls;
+  uint16_t https_port = 0;  // the first TLS listener's port: where redirect_to_https points
+  std::shared_ptr<const filters::AuthRegistry> auth;  // consumers and authenticators (may be null)
   std::string checksum;  // hex FNV-1a of the config file text
   std::chrono::system_clock::time_point loaded_at;
 };

@@ -6,16 +6,24 @@
 
 #include "core/log.h"
 #include "proxy/http_session.h"
+#include "server/tls_stream.h"
 
 namespace sluice::server {
+
+UpstreamConnection::UpstreamConnection(asio::io_context& io) : socket(io) {}
+UpstreamConnection::~UpstreamConnection() = default;
 
 // ---- UpstreamPool ----
 
 namespace {
 // An idle pooled connection is usable when the peer has neither closed it nor sent anything.
-bool still_open(tcp::socket& s) {
-  char c;
-  ssize_t n = ::recv(s.native_handle(), &c, 1, MSG_PEEK | MSG_DONTWAIT);
+// Over TLS, bytes may be records that are not data (a late session ticket): only a close or an
+// error counts there, and a close_notify among those bytes shows up as a stale connection,
+// which the proxy retries.
+bool still_open(UpstreamConnection& c) {
+  char ch;
+  ssize_t n = ::recv(c.socket.native_handle(), &ch, 1, MSG_PEEK | MSG_DONTWAIT);
+  if (n > 0) return c.tls != nullptr;
   return n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK);
 }
 }  // namespace
@@ -34,7 +42,7 @@ std::unique_ptr<UpstreamConnection> UpstreamPool::acquire(const std::string& key
     // For a replayable request, a connection used moments ago is taken on trust (saves a
     // syscall per request): if the upstream closed it anyway, the request is retried on a fresh
     // connection. Anything else is probed first.
-    if ((replayable && idle < std::chrono::milliseconds(200)) || still_open(c->socket)) return c;
+    if ((replayable && idle < std::chrono::milliseconds(200)) || still_open(*c)) return c;
   }
   return nullptr;
 }
@@ -50,7 +58,7 @@ void UpstreamPool::sweep(Duration idle_timeout) {
   auto now = std::chrono::steady_clock::now();
   for (auto& [key, list] : idle_) {
     std::erase_if(list, [&](const std::unique_ptr<UpstreamConnection>& c) {
-      return now - c->idle_since >= idle_timeout || !still_open(c->socket);
+      return now - c->idle_since >= idle_timeout || !still_open(*c);
     });
   }
 }

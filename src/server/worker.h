@@ -21,12 +21,23 @@
 #include "server/snapshot.h"
 #include "upstream/balancer.h"
 
+namespace boost::asio::ssl {
+template <typename Stream>
+class stream;
+}
+
 namespace sluice::server {
+
+using TlsStream = asio::ssl::stream<tcp::socket&>;  // server/tls_stream.h
 
 // An idle keep-alive connection to a target.
 struct UpstreamConnection {
-  explicit UpstreamConnection(asio::io_context& io) : socket(io) {}
+  explicit UpstreamConnection(asio::io_context& io);
+  ~UpstreamConnection();
+  UpstreamConnection(const UpstreamConnection&) = delete;
+  UpstreamConnection& operator=(const UpstreamConnection&) = delete;
   tcp::socket socket;
+  std::unique_ptr<TlsStream> tls;  // over `socket` for an upstream with `tls:`
   std::string key;  // CompiledTarget::key
   std::chrono::steady_clock::time_point idle_since;
   uint64_t requests = 0;
