@@ -1802,8 +1802,14 @@ class Loader {
     // Lists of names: consumers, groups, scopes.
     auto names = [&](const Field& list, std::string_view item_what) {
       std::vector<std::pair<std::string, Mark>> out;
-      if (!has_auth) {
-        error(list.key_mark, "'allow' by " + list.key + " needs 'auth' on the route");
+      // Who the client is comes from the route's `auth`, or from a verified client certificate
+      // (a listener with `client_ca`); scopes only from a JWT.
+      bool mtls = std::any_of(config_.listeners.begin(), config_.listeners.end(),
+                              [](const Listener& l) { return l.tls && !l.tls->client_ca.empty(); });
+      if (!has_auth && (!mtls || list.key == "scopes")) {
+        error(list.key_mark, "'allow' by " + list.key +
+                                 " needs 'auth' on the route" +
+                                 (list.key == "scopes" ? "" : " (or a listener with 'client_ca')"));
       }
       if (list.value.node.IsSequence() && list.value.node.size() == 0) {
         error(list.value.mark, quote(list.key) + " in 'allow' needs at least one entry");

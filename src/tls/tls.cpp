@@ -287,7 +287,12 @@ std::shared_ptr<const ServerContext> ServerContext::build(const config::Listener
       continue;
     }
     if (SSL_CTX_use_PrivateKey_file(ctx, c.key.c_str(), SSL_FILETYPE_PEM) != 1) {
-      fail(c.mark, fmt::format("key '{}': {}", c.key, error_queue_text()));
+      std::string why = error_queue_text();
+      if (why.find("mismatch") != std::string::npos) {
+        fail(c.mark, fmt::format("key '{}' does not match certificate '{}'", c.key, c.cert));
+      } else {
+        fail(c.mark, fmt::format("key '{}': {}", c.key, why));
+      }
       continue;
     }
     if (SSL_CTX_check_private_key(ctx) != 1) {

@@ -302,6 +302,8 @@ class Backend:
         self.handler: Callable[[RecordedRequest], Reply] = self.default_reply
         self.store_bodies = True
         self.pause_body = None       # (after_bytes, seconds): stop reading a body for a while
+        self.tls_context = None      # an ssl.SSLContext (server side): serve HTTPS
+        self.tls_failures = 0        # TLS handshakes that failed
         self.requests: list[RecordedRequest] = []
         self.heads_seen = 0          # requests whose head arrived (body maybe still streaming)
         self.connections = 0
@@ -388,6 +390,16 @@ class Backend:
         try:
             conn.settimeout(60)
             conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if self.tls_context is not None:
+                try:
+                    raw = conn
+                    conn = self.tls_context.wrap_socket(raw, server_side=True)
+                    with self.cond:  # stop() must reach the socket that now owns the fd
+                        self._conns = [conn if c is raw else c for c in self._conns]
+                except (OSError, ValueError):
+                    with self.cond:
+                        self.tls_failures += 1
+                    raise
             rfile = conn.makefile("rb", buffering=256 * 1024)
             while not self.stopping.is_set():
                 if not self._serve_one(conn, rfile, conn_id):

@@ -1291,10 +1291,12 @@ TEST(ConfigTest, AllowByIdentityNeedsAuthOnTheRoute) {
   const std::string consumers = "consumers:\n  - name: alice\n";
   EXPECT_EQ(only_diagnostic(k_base + consumers +
                             "routes:\n  - { upstream: api, allow: { consumers: [alice] } }\n"),
-            "sluice.yaml:7:31: 'allow' by consumers needs 'auth' on the route");
+            "sluice.yaml:7:31: 'allow' by consumers needs 'auth' on the route (or a listener with "
+            "'client_ca')");
   EXPECT_EQ(
       only_diagnostic(k_base + "routes:\n  - { upstream: api, allow: { groups: [staff] } }\n"),
-      "sluice.yaml:5:31: 'allow' by groups needs 'auth' on the route");
+      "sluice.yaml:5:31: 'allow' by groups needs 'auth' on the route (or a listener with "
+      "'client_ca')");
   EXPECT_EQ(only_diagnostic(k_base + "routes:\n  - { upstream: api, allow: { scopes: [read] } }\n"),
             "sluice.yaml:5:31: 'allow' by scopes needs 'auth' on the route");
   EXPECT_EQ(only_diagnostic(k_base + "routes:\n  - { upstream: api, allow: {} }\n"),
