@@ -809,6 +809,35 @@ asio::awaitable<HttpSession::Next> HttpSession::handle() {
   const config::Route& rc = *route.config;
   xs_->log.route = rc.name;
 
+  route_ = &route;
+  route_timeout_ = rc.timeout;
+  filters::Exchange& x = xs_->exchange;
+  x.reset();
+  x.request = &xs_->head;
+  x.client_ip = client_ip_;
+  x.request_id = xs_->request_id;
+  x.upstream_headers = xs_->head.headers;
+  x.identity = tls_identity();  // mutual TLS; an authenticator may replace it
+  for (const auto& f : route.filters) {
+    filters::Step step = f->on_request(x);
+    while (step.kind() == filters::Step::Kind::Offload) {
+      step = co_await run_blocking(step.take_work());
+    }
+    if (step.kind() == filters::Step::Kind::Respond) {
+      std::string body = fmt::format(R"({{"error":"{}","status":{},"request_id":"{}"}})",
+                                     step.reason(), step.status(), xs_->request_id);
+      xs_->log.error = step.log_detail().empty() ? step.reason() : step.log_detail();
+      xs_->log.consumer = x.consumer();
+      co_await send_local(step.status(), body, "application/json", step.headers(),
+                          !keep || has_body);
+      write_access_log();
+      co_return (!keep || has_body) ? Next::Close : Next::KeepAlive;
+    }
+  }
+  xs_->log.consumer = x.consumer();
+
+  // The gateway's own answers come after the policy filters: a `respond` route with `auth` or
+  // `allow` is protected like any other.
   if (rc.action == config::Route::Action::Respond || rc.action == config::Route::Action::Redirect) {
     bool close = !keep || has_body;
     if (rc.action == config::Route::Action::Respond) {
@@ -849,32 +878,6 @@ asio::awaitable<HttpSession::Next> HttpSession::handle() {
   const CompiledUpstream& up = snap_->upstreams[static_cast<size_t>(up_index)];
   xs_->log.upstream = up.config->name;
 
-  route_ = &route;
-  route_timeout_ = rc.timeout;
-  filters::Exchange& x = xs_->exchange;
-  x.reset();
-  x.request = &xs_->head;
-  x.client_ip = client_ip_;
-  x.request_id = xs_->request_id;
-  x.upstream_headers = xs_->head.headers;
-  x.identity = tls_identity();  // mutual TLS; an authenticator may replace it
-  for (const auto& f : route.filters) {
-    filters::Step step = f->on_request(x);
-    while (step.kind() == filters::Step::Kind::Offload) {
-      step = co_await run_blocking(step.take_work());
-    }
-    if (step.kind() == filters::Step::Kind::Respond) {
-      std::string body = fmt::format(R"({{"error":"{}","status":{},"request_id":"{}"}})",
-                                     step.reason(), step.status(), xs_->request_id);
-      xs_->log.error = step.log_detail().empty() ? step.reason() : step.log_detail();
-      xs_->log.consumer = x.consumer();
-      co_await send_local(step.status(), body, "application/json", step.headers(),
-                          !keep || has_body);
-      write_access_log();
-      co_return (!keep || has_body) ? Next::Close : Next::KeepAlive;
-    }
-  }
-  xs_->log.consumer = x.consumer();
   const std::string upstream_path = snap_->router->rewrite_path(m, norm.path);
   Next n = co_await forward(up, static_cast<size_t>(up_index), upstream_path, x);
   write_access_log();

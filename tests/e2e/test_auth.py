@@ -187,3 +187,24 @@ def test_basic_auth_with_bcrypt_and_sha512_crypt(gateway_factory, backend, http)
     log = gw.wait_access_log(6)
     assert [e["consumer"] for e in log[:3]] == ["dora", "dora", "eve"]
     assert all("s3cret" not in e["error"] for e in log[3:] if e["error"])
+
+
+def test_respond_and_redirect_routes_are_protected_too(gateway_factory, backend, http):
+    """`auth`, `allow` and `deny` run before the gateway answers a route itself."""
+    gw = gateway_factory(auth_config(backend, [
+        {"match": {"path": "/local"}, "respond": {"status": 200, "body": "secret"}, "auth": "keys"},
+        {"match": {"path": "/moved"}, "redirect": {"to": "https://example.test/"}, "auth": "keys",
+         "allow": {"consumers": ["bob"]}},
+        {"match": {"path": "/denied"}, "respond": {"status": 200, "body": "x"}, "deny": {"ips": ["127.0.0.0/8"]}},
+    ]))
+    r = http.get(gw.url("/local"))
+    assert_401(r, "ApiKey")
+    assert "secret" not in r.text
+    r = http.get(gw.url("/local"), headers={"x-api-key": ALICE_KEY})
+    assert r.status_code == 200 and r.text == "secret"
+    r = http.get(gw.url("/moved"), headers={"x-api-key": ALICE_KEY}, allow_redirects=False)
+    assert r.status_code == 403
+    r = http.get(gw.url("/moved"), headers={"x-api-key": "bob-key"}, allow_redirects=False)
+    assert r.status_code == 301 and r.headers["location"] == "https://example.test/"
+    assert http.get(gw.url("/denied")).status_code == 403
+    assert backend.requests == []
