@@ -76,9 +76,10 @@ int ex_index_ssl_session_key() {  // SSL ex_data: the client-session cache key (
 
 // ---- session tickets ----
 
-// The keys that encrypt session tickets for one listener. A ticket made with the current key
-// resumes; one made with the previous key resumes and gets a fresh ticket; older ones fall back
-// to a full handshake. Rotation happens lazily, when a ticket is issued after the period ends.
+// The keys that encrypt session tickets for one listener. A ticket made with the current or the
+// previous key resumes (and is replaced by a fresh one under the current key); older ones fall
+// back to a full handshake. Rotation happens lazily, when a ticket is issued after the period
+// ends.
 class TicketKeys {
  public:
   void set_rotation(Duration rotation) {
@@ -156,13 +157,16 @@ class TicketKeys {
       if (current_.valid && std::memcmp(key_name, current_.name, 16) == 0 &&
           now - current_.created_s < 2 * rotation_s_) {
         k = current_;
-        result = 1;
+        result = 2;
       } else if (previous_.valid && std::memcmp(key_name, previous_.name, 16) == 0 &&
                  now - previous_retired_s_ < rotation_s_) {
         k = previous_;
-        result = 2;  // valid, but issue a ticket under the current key
+        result = 2;
       }
     }
+    // 2 = valid, and send a fresh ticket (under the current key) on every resumption: TLS 1.3
+    // clients use a ticket once (RFC 8446 C.4), so without a new one their next connection
+    // would be a full handshake.
     if (result == 0) return 0;  // unknown or expired key: full handshake
     // (the IV travels in the ticket; OpenSSL hands it over in `iv`)
     if (EVP_DecryptInit_ex(cipher, EVP_aes_256_cbc(), nullptr, k.aes, iv) != 1) return -1;

@@ -298,6 +298,9 @@ def test_session_resumption_with_tickets(gateway_factory, backend, pki, version)
     assert first["session"] is not None and first["session"].has_ticket
     _, _, _, second = tls_request(gw.port, ctx, session=first["session"])
     assert second["session_reused"], "the ticket was not accepted"
+    # a resumed connection gets a fresh ticket (TLS 1.3 clients use each ticket once)
+    assert second["session"].has_ticket
+    assert (second["session"].id, second["session"].time) != (first["session"].id, first["session"].time)
     # a reload (new certificates loaded, same listener) keeps the ticket keys
     gw.reload()
     _, _, _, third = tls_request(gw.port, ctx, session=second["session"])
