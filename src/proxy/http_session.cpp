@@ -561,13 +561,7 @@ asio::awaitable<void> HttpSession::run() {
     release_buffer_if_idle();
   }
   error_code ignored;
-  if (tls_) {
-    // close_notify, and a short wait for the client's (a client that already closed ends it at
-    // once).
-    down_wd_.arm(std::chrono::seconds(1), &socket_);
-    co_await tls_->async_shutdown(use_nothrow);
-    down_wd_.disarm();
-  }
+  if (tls_) tls_->shutdown();  // close_notify, without waiting for the client's
   socket_.shutdown(tcp::socket::shutdown_send, ignored);
   socket_.close(ignored);
 }
@@ -577,7 +571,7 @@ asio::awaitable<bool> HttpSession::handshake(std::shared_ptr<const tls::ServerCo
   if (ssl == nullptr) co_return false;
   tls_ = std::make_unique<server::TlsStream>(socket_, ssl);  // owns ssl from here
   down_wd_.arm(limits_.header_timeout, &socket_);
-  auto [ec] = co_await tls_->async_handshake(asio::ssl::stream_base::server, use_nothrow);
+  error_code ec = co_await tls_->handshake();
   down_wd_.disarm();
   if (ec) {
     // Scanners and clients with no common protocol do this all day: debug, not warn.
@@ -1016,7 +1010,7 @@ asio::awaitable<Error> upstream_handshake(UpstreamConnection& conn, const Compil
   if (ssl == nullptr) co_return Error{Source::Internal, ErrorKind::TlsFailed};
   conn.tls = std::make_unique<server::TlsStream>(conn.socket, ssl);
   wd.arm(timeout, &conn.socket);
-  auto [ec] = co_await conn.tls->async_handshake(asio::ssl::stream_base::client, use_nothrow);
+  error_code ec = co_await conn.tls->handshake();
   wd.disarm();
   if (!ec) co_return Error{};
   if (wd.expired()) co_return Error{Source::Upstream, ErrorKind::ConnectTimeout};

@@ -100,8 +100,7 @@ struct Control::Impl {
       SSL* ssl = up.tls->new_ssl(target.host, target.key);
       if (ssl == nullptr) co_return false;
       tls = std::make_unique<TlsStream>(sock, ssl);
-      auto [hec] = co_await tls->async_handshake(asio::ssl::stream_base::client, use_nothrow);
-      if (hec) {
+      if (co_await tls->handshake()) {
         tls::clear_errors();
         co_return false;
       }

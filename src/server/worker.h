@@ -21,14 +21,9 @@
 #include "server/snapshot.h"
 #include "upstream/balancer.h"
 
-namespace boost::asio::ssl {
-template <typename Stream>
-class stream;
-}
-
 namespace sluice::server {
 
-using TlsStream = asio::ssl::stream<tcp::socket&>;  // server/tls_stream.h
+class TlsStream;  // server/tls_stream.h
 
 // An idle keep-alive connection to a target.
 struct UpstreamConnection {
