@@ -60,8 +60,8 @@ constexpr std::string_view k_listener_keys[] = {"name",   "listen", "protocol",
 constexpr std::string_view k_listener_later[] = {"http2", "proxy_protocol", "upstream"};
 constexpr Schema k_listener{"in a listener", k_listener_keys, k_listener_later};
 
-constexpr std::string_view k_listener_tls_keys[] = {"certificates", "min_version", "client_ca", "ticket_rotation",
-                                                    "client_cert"};
+constexpr std::string_view k_listener_tls_keys[] = {"certificates", "min_version", "client_ca",
+                                                    "ticket_rotation", "client_cert"};
 constexpr Schema k_listener_tls{"in a listener's 'tls'", k_listener_tls_keys, {}};
 
 constexpr std::string_view k_certificate_keys[] = {"cert", "key"};
@@ -1807,8 +1807,7 @@ class Loader {
       bool mtls = std::any_of(config_.listeners.begin(), config_.listeners.end(),
                               [](const Listener& l) { return l.tls && !l.tls->client_ca.empty(); });
       if (!has_auth && (!mtls || list.key == "scopes")) {
-        error(list.key_mark, "'allow' by " + list.key +
-                                 " needs 'auth' on the route" +
+        error(list.key_mark, "'allow' by " + list.key + " needs 'auth' on the route" +
                                  (list.key == "scopes" ? "" : " (or a listener with 'client_ca')"));
       }
       if (list.value.node.IsSequence() && list.value.node.size() == 0) {

@@ -14,10 +14,10 @@
 
 #include "core/error.h"
 #include "core/log.h"
+#include "filters/auth.h"
 #include "filters/exchange.h"
 #include "http/normalise.h"
 #include "http/parser.h"
-#include "filters/auth.h"
 #include "server/tls_stream.h"
 #include "server/watchdog.h"
 #include "server/worker.h"

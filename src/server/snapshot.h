@@ -34,7 +34,7 @@ struct CompiledTarget {
   std::string ip;       // the IP literal; empty for a hostname (see `dynamic`)
   uint16_t port = 0;
   uint32_t weight = 1;
-  bool dynamic = false;      // a hostname: the current address is state->ip(), re-resolved by DNS
+  bool dynamic = false;  // a hostname: the current address is state->ip(), re-resolved by DNS
   std::string key;  // pool key for IP targets ("ip:port", "tls:UPSTREAM|ip:port"); pools survive
                     // reloads by it
   std::string sticky_value;  // opaque cookie value naming this target (never the raw address)
@@ -73,7 +73,7 @@ struct Snapshot {
   std::unordered_map<std::string, std::shared_ptr<const tls::ServerContext>> listener_tls;
   uint16_t https_port = 0;  // the first TLS listener's port: where redirect_to_https points
   std::shared_ptr<const filters::AuthRegistry> auth;  // consumers and authenticators (may be null)
-  std::string checksum;  // hex FNV-1a of the config file text
+  std::string checksum;                               // hex FNV-1a of the config file text
   std::chrono::system_clock::time_point loaded_at;
 };
 

@@ -31,10 +31,9 @@ TlsStream::TlsStream(tcp::socket& socket, SSL* ssl) : socket_(socket), ssl_(ssl)
 TlsStream::~TlsStream() { SSL_free(ssl_); }
 
 asio::awaitable<error_code> TlsStream::wait_for(int ssl_error) {
-  auto [ec] = co_await socket_.async_wait(ssl_error == SSL_ERROR_WANT_WRITE
-                                              ? tcp::socket::wait_write
-                                              : tcp::socket::wait_read,
-                                          use_nothrow);
+  auto [ec] = co_await socket_.async_wait(
+      ssl_error == SSL_ERROR_WANT_WRITE ? tcp::socket::wait_write : tcp::socket::wait_read,
+      use_nothrow);
   co_return ec;
 }
 
@@ -53,8 +52,9 @@ error_code TlsStream::error_for(int err) {
     ERR_clear_error();
     return asio::ssl::error::stream_truncated;
   }
-  error_code ec(static_cast<int>(code != 0 ? code : ERR_PACK(ERR_LIB_SSL, 0, SSL_R_UNKNOWN_PROTOCOL)),
-                asio::error::get_ssl_category());
+  error_code ec(
+      static_cast<int>(code != 0 ? code : ERR_PACK(ERR_LIB_SSL, 0, SSL_R_UNKNOWN_PROTOCOL)),
+      asio::error::get_ssl_category());
   ERR_clear_error();
   return ec;
 }
@@ -85,7 +85,7 @@ asio::awaitable<std::tuple<error_code, size_t>> TlsStream::read_some(asio::mutab
 }
 
 asio::awaitable<std::tuple<error_code, size_t>> TlsStream::write_all(const char* data, size_t len,
-                                                                      bool from_scratch) {
+                                                                     bool from_scratch) {
   size_t done = 0;
   while (done < len) {
     ERR_clear_error();
@@ -150,7 +150,8 @@ asio::awaitable<std::tuple<error_code, size_t>> TlsStream::write(
 
 void TlsStream::shutdown() {
   ERR_clear_error();
-  if (!failed_ && SSL_is_init_finished(ssl_)) SSL_shutdown(ssl_);  // one try: close_notify if it fits now
+  if (!failed_ && SSL_is_init_finished(ssl_))
+    SSL_shutdown(ssl_);  // one try: close_notify if it fits now
   ERR_clear_error();
 }
 

@@ -53,7 +53,7 @@ class TlsStream {
   // The error_code for a failed SSL call (`ret`, SSL_get_error's `err`).
   error_code error_for(int err);
   asio::awaitable<std::tuple<error_code, size_t>> write_all(const char* data, size_t len,
-                                                             bool from_scratch);
+                                                            bool from_scratch);
 
   tcp::socket& socket_;
   SSL* ssl_;

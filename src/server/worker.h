@@ -33,7 +33,7 @@ struct UpstreamConnection {
   UpstreamConnection& operator=(const UpstreamConnection&) = delete;
   tcp::socket socket;
   std::unique_ptr<TlsStream> tls;  // over `socket` for an upstream with `tls:`
-  std::string key;  // CompiledTarget::key
+  std::string key;                 // CompiledTarget::key
   std::chrono::steady_clock::time_point idle_since;
   uint64_t requests = 0;
 };

@@ -84,8 +84,8 @@ class TicketKeys {
  public:
   void set_rotation(Duration rotation) {
     std::lock_guard lock(mu_);
-    rotation_s_ = std::max<int64_t>(
-        1, std::chrono::duration_cast<std::chrono::seconds>(rotation).count());
+    rotation_s_ =
+        std::max<int64_t>(1, std::chrono::duration_cast<std::chrono::seconds>(rotation).count());
   }
   int64_t rotation_seconds() {
     std::lock_guard lock(mu_);
@@ -95,10 +95,11 @@ class TicketKeys {
   // SSL_CTX_set_tlsext_ticket_key_evp_cb.
   static int callback(SSL* ssl, unsigned char key_name[16], unsigned char iv[EVP_MAX_IV_LENGTH],
                       EVP_CIPHER_CTX* cipher, EVP_MAC_CTX* mac, int encrypt) {
-    auto* self = static_cast<TicketKeys*>(
-        SSL_CTX_get_ex_data(SSL_get_SSL_CTX(ssl), ex_index_ctx_tickets()));
+    auto* self =
+        static_cast<TicketKeys*>(SSL_CTX_get_ex_data(SSL_get_SSL_CTX(ssl), ex_index_ctx_tickets()));
     if (self == nullptr) return -1;
-    return encrypt ? self->encrypt(key_name, iv, cipher, mac) : self->decrypt(key_name, iv, cipher, mac);
+    return encrypt ? self->encrypt(key_name, iv, cipher, mac)
+                   : self->decrypt(key_name, iv, cipher, mac);
   }
 
  private:
@@ -224,8 +225,9 @@ std::vector<std::string> certificate_names(X509* x) {
       const GENERAL_NAME* gn = sk_GENERAL_NAME_value(sans, i);
       if (gn->type != GEN_DNS) continue;
       const ASN1_STRING* s = gn->d.dNSName;
-      names.push_back(lower(std::string_view(reinterpret_cast<const char*>(ASN1_STRING_get0_data(s)),
-                                             static_cast<size_t>(ASN1_STRING_length(s)))));
+      names.push_back(
+          lower(std::string_view(reinterpret_cast<const char*>(ASN1_STRING_get0_data(s)),
+                                 static_cast<size_t>(ASN1_STRING_length(s)))));
     }
     GENERAL_NAMES_free(sans);
   }
@@ -426,9 +428,8 @@ int on_new_client_session(SSL* ssl, SSL_SESSION* session) {
 
 bool is_ip(const std::string& host) {
   return !host.empty() && (host.find(':') != std::string::npos ||
-                           std::all_of(host.begin(), host.end(), [](char c) {
-                             return (c >= '0' && c <= '9') || c == '.';
-                           }));
+                           std::all_of(host.begin(), host.end(),
+                                       [](char c) { return (c >= '0' && c <= '9') || c == '.'; }));
 }
 
 }  // namespace
@@ -517,7 +518,8 @@ std::string_view alpn_protocol(SSL* ssl) {
   const unsigned char* data = nullptr;
   unsigned int len = 0;
   SSL_get0_alpn_selected(ssl, &data, &len);
-  return data == nullptr ? std::string_view() : std::string_view(reinterpret_cast<const char*>(data), len);
+  return data == nullptr ? std::string_view()
+                         : std::string_view(reinterpret_cast<const char*>(data), len);
 }
 
 std::string_view protocol_version(SSL* ssl) { return SSL_get_version(ssl); }
