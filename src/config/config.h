@@ -282,6 +282,33 @@ struct Deny {
   std::vector<IpRange> ips;
 };
 
+// One entry of a route's `rate_limit:` list (SPEC.md section 2).
+struct RateLimit {
+  enum class Key { Ip, Consumer, Header, Route };
+  Key key = Key::Ip;
+  std::string header;                         // Key::Header: the header name, lower-case
+  uint64_t rate = 1;                          // requests per `period`
+  Duration period = std::chrono::seconds(1);  // 1s, 1min or 1h
+  uint64_t burst = 1;                         // requests at once; default = rate
+  enum class Scope { Local, Global };
+  Scope scope = Scope::Local;
+  // Global only: 0 = strict (one atomic Redis call per decision), else the batch interval.
+  Duration sync{0};
+  Mark mark;
+};
+
+// Top-level `rate_limits:` (the Redis behind `scope: global` limits).
+struct RateLimits {
+  struct Redis {
+    std::string host;
+    uint16_t port = 6379;
+    Duration timeout = std::chrono::milliseconds(50);
+    bool allow_on_failure = true;  // on_failure: allow | deny
+    Mark mark;
+  };
+  std::optional<Redis> redis;
+};
+
 struct Route {
   std::string name;  // defaults to "route<N>" (0-based index)
   Match match;
@@ -298,6 +325,7 @@ struct Route {
   std::vector<std::string> auth;    // authenticator names, any one suffices; empty = none
   Allow allow;
   Deny deny;
+  std::vector<RateLimit> rate_limits;  // all apply, in order
   Mark mark;
 };
 
@@ -312,6 +340,7 @@ struct Config {
   std::vector<Authenticator> authenticators;  // `auth:`, in file order
   std::vector<Upstream> upstreams;            // in file order
   std::vector<Route> routes;                  // in file order: first match wins
+  RateLimits rate_limits;
 
   const Upstream* find_upstream(std::string_view name) const;
   const Consumer* find_consumer(std::string_view name) const;

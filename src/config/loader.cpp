@@ -42,8 +42,17 @@ struct Schema {
 
 constexpr std::string_view k_top_keys[] = {"listen",    "workers",   "shutdown_timeout", "log",
                                            "limits",    "listeners", "consumers",        "auth",
-                                           "upstreams", "routes"};
-constexpr std::string_view k_top_later[] = {"admin", "rate_limits", "cache", "mqtt"};
+                                           "upstreams", "routes",    "rate_limits"};
+constexpr std::string_view k_top_later[] = {"admin", "cache", "mqtt"};
+
+constexpr std::string_view k_rate_limits_keys[] = {"redis"};
+constexpr Schema k_rate_limits{"in 'rate_limits'", k_rate_limits_keys, {}};
+constexpr std::string_view k_redis_keys[] = {"address", "timeout", "on_failure"};
+constexpr Schema k_redis{"in 'redis'", k_redis_keys, {}};
+constexpr std::string_view k_on_failure[] = {"allow", "deny"};
+constexpr std::string_view k_rate_limit_keys[] = {"key", "rate", "burst", "scope", "sync"};
+constexpr Schema k_rate_limit{"in a rate limit", k_rate_limit_keys, {}};
+constexpr std::string_view k_rate_limit_scopes[] = {"local", "global"};
 constexpr Schema k_top{"at the top level", k_top_keys, k_top_later};
 
 constexpr std::string_view k_log_keys[] = {"access", "access_format", "error", "level"};
@@ -113,11 +122,11 @@ constexpr Schema k_target{"in a target", k_target_keys, {}};
 constexpr std::string_view k_timeouts_keys[] = {"connect", "request", "idle"};
 constexpr Schema k_timeouts{"in 'timeouts'", k_timeouts_keys, {}};
 
-constexpr std::string_view k_route_keys[] = {"name",    "match",    "upstream", "split",
-                                             "respond", "redirect", "rewrite",  "headers",
-                                             "timeout", "auth",     "allow",    "deny"};
+constexpr std::string_view k_route_keys[] = {
+    "name",    "match",   "upstream", "split", "respond", "redirect",  "rewrite",
+    "headers", "timeout", "auth",     "allow", "deny",    "rate_limit"};
 constexpr std::string_view k_route_later[] = {
-    "rate_limit", "cache", "cors", "transform", "websocket", "websocket_bridge", "compress"};
+    "cache", "cors", "transform", "websocket", "websocket_bridge", "compress"};
 constexpr Schema k_route{"in a route", k_route_keys, k_route_later};
 constexpr std::string_view k_route_actions[] = {"upstream", "split", "respond", "redirect"};
 
@@ -593,7 +602,139 @@ class Loader {
     if (config_.listeners.empty() && errors_ == errors_before_listeners) {
       error(root_mark, "no listener: add 'listen: HOST:PORT' or a 'listeners' list");
     }
+    if (const Field* f = top->get("rate_limits")) load_rate_limits_config(f->value);
     if (const Field* f = top->get("routes")) load_routes(f->value);
+    // A global limit needs the Redis it shares its counts through.
+    if (!config_.rate_limits.redis) {
+      for (const Route& r : config_.routes) {
+        for (const RateLimit& rl : r.rate_limits) {
+          if (rl.scope == RateLimit::Scope::Global) {
+            error(rl.mark, "route " + quote(r.name) +
+                               ": a 'scope: global' rate limit needs 'rate_limits: { redis: { "
+                               "address: HOST:PORT } }'");
+          }
+        }
+      }
+    }
+  }
+
+  void load_rate_limits_config(const Value& v) {
+    auto f = fields(v, k_rate_limits);
+    if (!f) return;
+    const Field* redis = f->get("redis");
+    if (!redis) return;
+    auto r = fields(redis->value, k_redis);
+    if (!r) return;
+    RateLimits::Redis out;
+    out.mark = redis->value.mark;
+    if (const Field* address = r->get("address")) {
+      if (auto text = scalar(address->value)) {
+        std::string why;
+        auto parts = split_host_port(*text, why);
+        if (!parts) {
+          error(address->value.mark, "invalid redis address " + quote(*text) + ": " + why);
+        } else if (!canonical_ip(parts->host) && !is_hostname(parts->host)) {
+          error(address->value.mark, "invalid redis address " + quote(*text) + ": " +
+                                         quote(parts->host) +
+                                         " is not an IP address or a host name");
+        } else {
+          out.host = parts->host;
+          out.port = parts->port;
+        }
+      }
+    } else {
+      error(redis->key_mark, "'redis' needs 'address' (HOST:PORT)");
+    }
+    if (const Field* timeout = r->get("timeout")) {
+      if (auto d = duration(timeout->value)) out.timeout = *d;
+    }
+    if (const Field* on_failure = r->get("on_failure")) {
+      if (auto mode = choice(on_failure->value, "on_failure", k_on_failure)) {
+        out.allow_on_failure = *mode == "allow";
+      }
+    }
+    config_.rate_limits.redis = std::move(out);
+  }
+
+  // "100/s", "6000/min", "10/h" (also "/m", "/sec", "/second", "/minute", "/hour").
+  void load_rate(const Value& v, RateLimit& rl) {
+    auto text = scalar(v, "a rate like 100/s");
+    if (!text) return;
+    size_t slash = text->find('/');
+    auto count = slash == std::string::npos ? std::nullopt : parse_uint(text->substr(0, slash));
+    std::string unit = slash == std::string::npos ? std::string() : text->substr(slash + 1);
+    std::optional<Duration> period;
+    if (unit == "s" || unit == "sec" || unit == "second") period = std::chrono::seconds(1);
+    if (unit == "m" || unit == "min" || unit == "minute") period = std::chrono::minutes(1);
+    if (unit == "h" || unit == "hour") period = std::chrono::hours(1);
+    if (!count || !period || *count == 0 || *count > 1000000000) {
+      error(v.mark, "invalid rate " + quote(*text) +
+                        ": expected COUNT/s, COUNT/min or COUNT/h with COUNT from 1 to 1000000000");
+      return;
+    }
+    rl.rate = *count;
+    rl.period = *period;
+  }
+
+  void load_route_rate_limits(const Value& v, Route& route) {
+    std::vector<YAML::Node> items;
+    if (v.node.IsSequence()) {
+      auto l = list(v);
+      if (!l) return;
+      items = std::move(*l);
+    } else {
+      items.push_back(v.node);  // a single limit without the list
+    }
+    if (items.empty()) error(v.mark, "'rate_limit' needs at least one limit");
+    for (const YAML::Node& node : items) {
+      Value entry = item(node, v.mark, "a rate limit");
+      bool clean = true;
+      auto f = fields(entry, k_rate_limit, clean);
+      if (!f) continue;
+      RateLimit rl;
+      rl.mark = entry.mark;
+      if (const Field* key = f->get("key")) {
+        if (auto text = scalar(key->value)) {
+          if (*text == "ip") {
+            rl.key = RateLimit::Key::Ip;
+          } else if (*text == "consumer") {
+            rl.key = RateLimit::Key::Consumer;
+          } else if (*text == "route") {
+            rl.key = RateLimit::Key::Route;
+          } else if (text->starts_with("header:") && is_token(text->substr(7))) {
+            rl.key = RateLimit::Key::Header;
+            rl.header = to_lower(text->substr(7));
+          } else {
+            error(key->value.mark, "invalid rate limit key " + quote(*text) +
+                                       ": expected ip, consumer, route or header:NAME");
+          }
+        }
+      } else if (clean) {
+        error(entry.mark, "a rate limit needs 'key' (ip, consumer, route or header:NAME)");
+      }
+      if (const Field* rate = f->get("rate")) {
+        load_rate(rate->value, rl);
+      } else if (clean) {
+        error(entry.mark, "a rate limit needs 'rate' (e.g. 100/s)");
+      }
+      rl.burst = rl.rate;
+      if (const Field* burst = f->get("burst")) {
+        if (auto n = integer(burst->value, 1, 1000000000)) rl.burst = *n;
+      }
+      if (const Field* scope = f->get("scope")) {
+        if (auto mode = choice(scope->value, "scope", k_rate_limit_scopes)) {
+          rl.scope = *mode == "global" ? RateLimit::Scope::Global : RateLimit::Scope::Local;
+        }
+      }
+      if (const Field* sync = f->get("sync")) {
+        if (rl.scope != RateLimit::Scope::Global) {
+          error(sync->key_mark, "'sync' is only for 'scope: global' limits");
+        } else if (auto text = scalar(sync->value); text && *text != "strict") {
+          if (auto d = duration(sync->value)) rl.sync = *d;
+        }
+      }
+      route.rate_limits.push_back(std::move(rl));
+    }
   }
 
   static Mark position_of(const std::string& text, size_t offset) {
@@ -1759,6 +1900,7 @@ class Loader {
     const Field* auth = f.get("auth");
     if (auth) load_route_auth(auth->value, route);
     if (const Field* allow = f.get("allow")) load_allow(*allow, route.allow, auth != nullptr);
+    if (const Field* rl = f.get("rate_limit")) load_route_rate_limits(rl->value, route);
     if (const Field* deny = f.get("deny")) {
       bool clean = true;
       if (auto d = fields(deny->value, k_deny, clean)) {

@@ -36,6 +36,16 @@ struct Exchange {
   std::string_view consumer() const {
     return identity ? std::string_view(identity->consumer) : std::string_view();
   }
+  // Set by the rate_limit filter: the most constraining limit that applied (for the
+  // RateLimit-Limit/-Remaining/-Reset response headers), and whether it answered 429.
+  struct RateLimitState {
+    bool set = false;
+    uint64_t limit = 0;
+    uint64_t remaining = 0;
+    int64_t reset_s = 0;
+  };
+  RateLimitState rate_limit;
+  bool rate_limited = false;
   // A filter that consumed a query parameter (an API key) rewrites the query sent upstream.
   bool query_overridden = false;
   std::string upstream_query;
@@ -50,6 +60,8 @@ struct Exchange {
     response_headers.clear();
     response_status = 0;
     identity.reset();
+    rate_limit = {};
+    rate_limited = false;
     query_overridden = false;
     upstream_query.clear();
     owned_.clear();

@@ -31,7 +31,11 @@ class Step {
   // Offload: run `work` on the blocking pool (never the worker; e.g. crypt(3) for Basic auth),
   // then continue the chain with the Step it returns. While it runs the exchange is parked, so
   // `work` may write to the Exchange it captured.
-  enum class Kind { Next, Respond, Offload };
+  // Async: `start(done)` begins an asynchronous operation on the worker's own loop (a Redis
+  // call) and calls `done(step)` exactly once, on that loop, with how the chain goes on.
+  enum class Kind { Next, Respond, Offload, Async };
+  using Continue = std::function<void(Step)>;
+  using Start = std::function<void(Continue)>;
   Step() : Step(Kind::Next, 0, {}, {}) {}  // = next()
   static Step offload(std::function<Step()> work) {
     Step s(Kind::Offload, 0, {}, {});
@@ -39,6 +43,12 @@ class Step {
     return s;
   }
   std::function<Step()> take_work() { return std::move(work_); }
+  static Step async(Start start) {
+    Step s(Kind::Async, 0, {}, {});
+    s.start_ = std::move(start);
+    return s;
+  }
+  Start take_start() { return std::move(start_); }
   static Step next() { return Step(Kind::Next, 0, {}, {}); }
   static Step respond(int status, std::string reason) {
     return Step(Kind::Respond, status, std::move(reason), {});
@@ -67,6 +77,7 @@ class Step {
   std::vector<std::pair<std::string, std::string>> headers_;
   std::string log_detail_;
   std::function<Step()> work_;
+  Start start_;
 };
 
 class Filter {

@@ -16,6 +16,7 @@
 #include "core/log.h"
 #include "filters/auth.h"
 #include "filters/exchange.h"
+#include "filters/rate_limit.h"
 #include "http/normalise.h"
 #include "http/parser.h"
 #include "server/tls_stream.h"
@@ -407,6 +408,7 @@ class ScratchPool {
 thread_local ScratchPool t_scratch_pool;
 
 asio::awaitable<filters::Step> run_blocking(std::function<filters::Step()> work);
+asio::awaitable<filters::Step> run_async(filters::Step::Start start);
 
 class HttpSession final : public server::Session {
  public:
@@ -734,6 +736,7 @@ asio::awaitable<void> HttpSession::redirect_https(bool close) {
 asio::awaitable<HttpSession::Next> HttpSession::handle() {
   served_any_ = true;
   xs_->log.reset();
+  xs_->exchange.rate_limited = false;  // (logged even when the exchange ends before the filters)
   xs_->log.method = xs_->head.method;
   xs_->log.host = xs_->head.host;
   xs_->log.path = xs_->head.path;
@@ -814,8 +817,14 @@ asio::awaitable<HttpSession::Next> HttpSession::handle() {
   x.identity = tls_identity();  // mutual TLS; an authenticator may replace it
   for (const auto& f : route.filters) {
     filters::Step step = f->on_request(x);
-    while (step.kind() == filters::Step::Kind::Offload) {
-      step = co_await run_blocking(step.take_work());
+    for (;;) {
+      if (step.kind() == filters::Step::Kind::Offload) {
+        step = co_await run_blocking(step.take_work());
+      } else if (step.kind() == filters::Step::Kind::Async) {
+        step = co_await run_async(step.take_start());
+      } else {
+        break;
+      }
     }
     if (step.kind() == filters::Step::Kind::Respond) {
       std::string body = fmt::format(R"({{"error":"{}","status":{},"request_id":"{}"}})",
@@ -846,6 +855,7 @@ asio::awaitable<HttpSession::Next> HttpSession::handle() {
       }
       if (ctype.empty() && !rc.respond.body.empty()) ctype = "text/plain";
       for (const auto& [k, v] : rc.response_headers.set) extra.emplace_back(k, v);
+      filters::append_rate_limit_headers(x, extra);
       co_await send_local(rc.respond.status, rc.respond.body, ctype, extra, close);
     } else {
       // (a named vector: GCC 12 miscompiles a braced temporary holding a string literal across
@@ -977,6 +987,26 @@ asio::awaitable<filters::Step> run_blocking(std::function<filters::Step()> work)
   // (a plain coroutine function, not a capturing lambda coroutine: its frame owns `work`)
   co_return co_await asio::co_spawn(pool->get_executor(), invoke(std::move(work)),
                                     asio::use_awaitable);
+}
+
+// Starts a filter's asynchronous operation (a Redis call on this worker's loop) and resumes the
+// exchange with the Step it ends with.
+asio::awaitable<filters::Step> run_async(filters::Step::Start start) {
+  // The operation completes on this loop, exactly once; a timer that never expires is the
+  // signal (cancelled by the completion), so no handler outlives what it refers to.
+  struct State {
+    explicit State(const asio::any_io_executor& ex)
+        : signal(ex, asio::steady_timer::time_point::max()) {}
+    asio::steady_timer signal;
+    std::optional<filters::Step> result;
+  };
+  auto st = std::make_shared<State>(co_await asio::this_coro::executor);
+  start([st](filters::Step step) {
+    st->result = std::move(step);
+    st->signal.cancel();
+  });
+  while (!st->result) co_await st->signal.async_wait(use_nothrow);
+  co_return std::move(*st->result);
 }
 
 // Connects to `target` within the upstream's connect timeout.
@@ -1630,7 +1660,8 @@ void HttpSession::write_access_log() {
   line += R"(,"attempts":)"sv;
   append_decimal(line, static_cast<uint64_t>(xs_->log.attempts));
   str_or_null("consumer", xs_->log.consumer);
-  line += R"(,"cache":"-","rate_limited":false)"sv;
+  line += xs_->exchange.rate_limited ? R"(,"cache":"-","rate_limited":true)"sv
+                                     : R"(,"cache":"-","rate_limited":false)"sv;
   str_or_null("user_agent", xs_->log.user_agent);
   str_or_null("error", xs_->log.error);
   line += '}';

@@ -10,6 +10,7 @@
 #include "filters/auth.h"
 #include "filters/headers.h"
 #include "filters/ip_access.h"
+#include "filters/rate_limit.h"
 
 namespace sluice::server {
 namespace {
@@ -159,8 +160,8 @@ std::shared_ptr<const Snapshot> compile_snapshot(config::Config cfg, const std::
         cr.split_weights.push_back(s.weight);
       }
     }
-    // Policy order: who may come in (ips), who they are (auth), what they may do (allow), then
-    // what to change (headers). Later issues add rate limits, cache... here.
+    // Policy order: who may come in (ips), who they are (auth), what they may do (allow), how
+    // often (rate_limit), then what to change (headers).
     std::string ip_error;
     if (auto f = filters::make_ip_access_filter(r.allow, r.deny, ip_error)) {
       cr.filters.push_back(std::move(f));
@@ -170,6 +171,10 @@ std::shared_ptr<const Snapshot> compile_snapshot(config::Config cfg, const std::
     }
     if (auto f = filters::make_auth_filter(auth_registry, r)) cr.filters.push_back(std::move(f));
     if (auto f = filters::make_allow_filter(r)) cr.filters.push_back(std::move(f));
+    // After auth, so that `key: consumer` sees who the client is.
+    if (auto f = filters::make_rate_limit_filter(r, c.rate_limits)) {
+      cr.filters.push_back(std::move(f));
+    }
     if (auto f = filters::make_headers_filter(r.request_headers, r.response_headers)) {
       cr.filters.push_back(std::move(f));
     }

@@ -4,8 +4,12 @@
 
 #include <ctime>
 
+#include <fmt/format.h>
+
 #include "core/log.h"
+#include "filters/rate_limit.h"
 #include "proxy/http_session.h"
+#include "server/redis.h"
 #include "server/tls_stream.h"
 
 namespace sluice::server {
@@ -103,12 +107,54 @@ Worker::~Worker() {
   // the session set those frames' destructors use.
   acceptors_.clear();
   pool_.clear();
+  redis_.reset();
   io_.reset();
+}
+
+void Worker::update_redis() {
+  const auto& redis = snapshot_->config.rate_limits.redis;
+  bool any_global = false, any_sync = false;
+  for (const auto& r : snapshot_->config.routes) {
+    for (const auto& rl : r.rate_limits) {
+      if (rl.scope != config::RateLimit::Scope::Global) continue;
+      any_global = true;
+      any_sync = any_sync || rl.sync.count() > 0;
+    }
+  }
+  std::string settings = redis && any_global ? fmt::format("{}:{}/{}", redis->host, redis->port,
+                                                           redis->timeout.count())
+                                             : std::string();
+  if (settings == redis_settings_) return;
+  redis_settings_ = settings;
+  ++redis_generation_;
+  set_current_redis(nullptr);
+  redis_.reset();
+  if (settings.empty()) return;
+  RedisOptions o;
+  o.host = redis->host;
+  o.port = redis->port;
+  o.timeout = redis->timeout;
+  o.scripts = filters::rate_limit_scripts();
+  redis_ = std::make_unique<RedisClient>(*io_, std::move(o));
+  set_current_redis(redis_.get());
+  if (any_sync) asio::co_spawn(*io_, rate_sync_loop(redis_generation_), asio::detached);
+}
+
+// `sync: <interval>` global limits: every 10 ms, send the deltas whose interval is due.
+asio::awaitable<void> Worker::rate_sync_loop(uint64_t generation) {
+  asio::steady_timer timer(*io_);
+  while (generation == redis_generation_ && !draining_) {
+    timer.expires_after(std::chrono::milliseconds(10));
+    auto [ec] = co_await timer.async_wait(use_nothrow);
+    if (ec || generation != redis_generation_ || !redis_) co_return;
+    filters::flush_rate_limit_deltas(*redis_);
+  }
 }
 
 void Worker::start(std::shared_ptr<const Snapshot> snapshot, std::vector<ListenerSocket> sockets) {
   asio::post(*io_, [this, snapshot = std::move(snapshot), sockets = std::move(sockets)]() mutable {
     snapshot_ = std::move(snapshot);
+    update_redis();
     for (auto& s : sockets) open_listener(std::move(s));
     asio::co_spawn(*io_, housekeeping(), asio::detached);
   });
@@ -130,6 +176,7 @@ void Worker::apply(std::shared_ptr<const Snapshot> snapshot, std::vector<Listene
   asio::post(*io_, [this, snapshot = std::move(snapshot), added = std::move(added),
                     removed = std::move(removed)]() mutable {
     snapshot_ = std::move(snapshot);
+    update_redis();
     for (const auto& key : removed) {
       auto it = acceptors_.find(key);
       if (it == acceptors_.end()) continue;

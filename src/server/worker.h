@@ -23,7 +23,8 @@
 
 namespace sluice::server {
 
-class TlsStream;  // server/tls_stream.h
+class TlsStream;    // server/tls_stream.h
+class RedisClient;  // server/redis.h
 
 // An idle keep-alive connection to a target.
 struct UpstreamConnection {
@@ -137,6 +138,9 @@ class Worker {
   void open_listener(ListenerSocket ls);
   asio::awaitable<void> accept_loop(std::shared_ptr<tcp::acceptor> acceptor, std::string name);
   asio::awaitable<void> housekeeping();
+  // (Re)creates the Redis client when `rate_limits.redis` changed; worker thread.
+  void update_redis();
+  asio::awaitable<void> rate_sync_loop(uint64_t generation);
 
   int id_;
   // Destroyed explicitly in ~Worker after the acceptors and pools that use it and before the
@@ -160,6 +164,10 @@ class Worker {
   bool draining_ = false;
   std::mt19937_64 rng_;
   std::string date_;
+  // `rate_limits.redis`: this worker's client (global rate limits), and what it was made from.
+  std::unique_ptr<RedisClient> redis_;
+  std::string redis_settings_;
+  uint64_t redis_generation_ = 0;
   int64_t date_second_ = -1;
 };
 

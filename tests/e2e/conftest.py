@@ -966,3 +966,50 @@ def client_load():
     yield start
     for load in started:
         load.stop()
+
+
+# --------------------------------------------------------------------------------------------
+# Redis (for global rate limits)
+
+
+class RedisServer:
+    """redis-server on a private port, no persistence; stop() and start() again on the same port."""
+
+    def __init__(self, tmp_path: Path):
+        self.dir = tmp_path / "redis"
+        self.dir.mkdir(exist_ok=True)
+        self.port = free_port()
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def address(self) -> str:
+        return f"{HOST}:{self.port}"
+
+    def start(self):
+        self.proc = subprocess.Popen(
+            ["/usr/bin/redis-server", "--bind", HOST, "--port", str(self.port), "--save", "",
+             "--appendonly", "no", "--enable-debug-command", "local", "--dir", str(self.dir), "--logfile", str(self.dir / "redis.log")],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
+        wait_for(lambda: port_accepts(self.port), 10, what=f"redis on port {self.port}")
+        return self
+
+    def stop(self):
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=5)
+        self.proc = None
+
+    def client(self):
+        import redis
+        return redis.Redis(host=HOST, port=self.port, socket_timeout=5)
+
+
+@pytest.fixture
+def redis_server(tmp_path):
+    r = RedisServer(tmp_path).start()
+    yield r
+    r.stop()

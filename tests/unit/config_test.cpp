@@ -252,8 +252,8 @@ TEST(ConfigTest, UnknownKeyGetsDidYouMeanHint) {
 }
 
 TEST(ConfigTest, DocumentedButUnimplementedKeyIsNotSupportedYet) {
-  EXPECT_EQ(only_diagnostic(k_base + "routes:\n  - upstream: api\n    rate_limit: []\n"),
-            "sluice.yaml:6:5: 'rate_limit' is not supported in this version yet");
+  EXPECT_EQ(only_diagnostic(k_base + "routes:\n  - upstream: api\n    cache: {}\n"),
+            "sluice.yaml:6:5: 'cache' is not supported in this version yet");
   EXPECT_EQ(only_diagnostic(k_base + "admin: { listen: 127.0.0.1:9901 }\n"),
             "sluice.yaml:4:1: 'admin' is not supported in this version yet");
   EXPECT_EQ(only_diagnostic("listeners:\n  - { listen: 0.0.0.0:1883, protocol: mqtt }\n"),
@@ -1443,5 +1443,42 @@ TEST(ParseSizeTest, Table) {
   for (const Case& c : cases) EXPECT_EQ(parse_size(c.text), c.expected) << c.text;
 }
 
+TEST(ConfigTest, RateLimits) {
+  auto result =
+      load_string(k_base +
+                      "rate_limits:\n  redis: { address: 127.0.0.1:6380, timeout: 20ms, "
+                      "on_failure: deny }\n"
+                      "routes:\n  - upstream: api\n    rate_limit:\n"
+                      "      - { key: consumer, rate: 100/s, burst: 200 }\n"
+                      "      - { key: ip, rate: 6000/min, scope: global }\n"
+                      "      - { key: header:X-Tenant, rate: 10/h, scope: global, sync: 50ms }\n"
+                      "      - { key: route, rate: 5/s, scope: global, sync: strict }\n",
+                  "sluice.yaml");
+  ASSERT_TRUE(result.ok()) << (result.diagnostics.empty() ? "" : result.diagnostics[0].message);
+  const Config& cfg = *result.config;
+  ASSERT_TRUE(cfg.rate_limits.redis.has_value());
+  EXPECT_EQ(cfg.rate_limits.redis->host, "127.0.0.1");
+  EXPECT_EQ(cfg.rate_limits.redis->port, 6380);
+  EXPECT_EQ(cfg.rate_limits.redis->timeout, std::chrono::milliseconds(20));
+  EXPECT_FALSE(cfg.rate_limits.redis->allow_on_failure);
+  const auto& rl = cfg.routes[0].rate_limits;
+  ASSERT_EQ(rl.size(), 4u);
+  EXPECT_EQ(rl[0].key, RateLimit::Key::Consumer);
+  EXPECT_EQ(rl[0].rate, 100u);
+  EXPECT_EQ(rl[0].period, std::chrono::seconds(1));
+  EXPECT_EQ(rl[0].burst, 200u);
+  EXPECT_EQ(rl[0].scope, RateLimit::Scope::Local);
+  EXPECT_EQ(rl[1].key, RateLimit::Key::Ip);
+  EXPECT_EQ(rl[1].period, std::chrono::minutes(1));
+  EXPECT_EQ(rl[1].burst, 6000u);  // default burst = rate
+  EXPECT_EQ(rl[1].scope, RateLimit::Scope::Global);
+  EXPECT_EQ(rl[1].sync.count(), 0);  // strict
+  EXPECT_EQ(rl[2].key, RateLimit::Key::Header);
+  EXPECT_EQ(rl[2].header, "x-tenant");
+  EXPECT_EQ(rl[2].period, std::chrono::hours(1));
+  EXPECT_EQ(rl[2].sync, std::chrono::milliseconds(50));
+  EXPECT_EQ(rl[3].key, RateLimit::Key::Route);
+  EXPECT_EQ(rl[3].sync.count(), 0);
+}
 }  // namespace
 }  // namespace sluice::config
