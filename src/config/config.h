@@ -309,6 +309,15 @@ struct RateLimits {
   std::optional<Redis> redis;
 };
 
+// A route's `cache:` (SPEC.md section 2).
+struct RouteCache {
+  Duration ttl = std::chrono::seconds(60);  // freshness when the upstream gives none
+  std::vector<std::string> vary;            // lower-case request header names keying variants
+  Duration stale_if_error{0};               // serve a stale entry this long past its ttl on errors
+  bool per_consumer = false;  // cache requests with credentials, keyed by the consumer
+  Mark mark;
+};
+
 struct Route {
   std::string name;  // defaults to "route<N>" (0-based index)
   Match match;
@@ -326,6 +335,7 @@ struct Route {
   Allow allow;
   Deny deny;
   std::vector<RateLimit> rate_limits;  // all apply, in order
+  std::optional<RouteCache> cache;
   Mark mark;
 };
 
@@ -341,6 +351,7 @@ struct Config {
   std::vector<Upstream> upstreams;            // in file order
   std::vector<Route> routes;                  // in file order: first match wins
   RateLimits rate_limits;
+  uint64_t cache_max_size = 256ull * 1024 * 1024;  // `cache: { max_size }`: the whole process
 
   const Upstream* find_upstream(std::string_view name) const;
   const Consumer* find_consumer(std::string_view name) const;

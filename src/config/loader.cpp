@@ -42,8 +42,13 @@ struct Schema {
 
 constexpr std::string_view k_top_keys[] = {"listen",    "workers",   "shutdown_timeout", "log",
                                            "limits",    "listeners", "consumers",        "auth",
-                                           "upstreams", "routes",    "rate_limits"};
-constexpr std::string_view k_top_later[] = {"admin", "cache", "mqtt"};
+                                           "upstreams", "routes",    "rate_limits",      "cache"};
+constexpr std::string_view k_top_later[] = {"admin", "mqtt"};
+
+constexpr std::string_view k_cache_keys[] = {"max_size"};
+constexpr Schema k_cache{"in 'cache'", k_cache_keys, {}};
+constexpr std::string_view k_route_cache_keys[] = {"ttl", "vary", "stale_if_error", "per_consumer"};
+constexpr Schema k_route_cache{"in a route's 'cache'", k_route_cache_keys, {}};
 
 constexpr std::string_view k_rate_limits_keys[] = {"redis"};
 constexpr Schema k_rate_limits{"in 'rate_limits'", k_rate_limits_keys, {}};
@@ -123,10 +128,10 @@ constexpr std::string_view k_timeouts_keys[] = {"connect", "request", "idle"};
 constexpr Schema k_timeouts{"in 'timeouts'", k_timeouts_keys, {}};
 
 constexpr std::string_view k_route_keys[] = {
-    "name",    "match",   "upstream", "split", "respond", "redirect",  "rewrite",
-    "headers", "timeout", "auth",     "allow", "deny",    "rate_limit"};
-constexpr std::string_view k_route_later[] = {
-    "cache", "cors", "transform", "websocket", "websocket_bridge", "compress"};
+    "name",    "match",   "upstream", "split", "respond", "redirect",   "rewrite",
+    "headers", "timeout", "auth",     "allow", "deny",    "rate_limit", "cache"};
+constexpr std::string_view k_route_later[] = {"cors", "transform", "websocket", "websocket_bridge",
+                                              "compress"};
 constexpr Schema k_route{"in a route", k_route_keys, k_route_later};
 constexpr std::string_view k_route_actions[] = {"upstream", "split", "respond", "redirect"};
 
@@ -603,6 +608,13 @@ class Loader {
       error(root_mark, "no listener: add 'listen: HOST:PORT' or a 'listeners' list");
     }
     if (const Field* f = top->get("rate_limits")) load_rate_limits_config(f->value);
+    if (const Field* f = top->get("cache")) {
+      if (auto c = fields(f->value, k_cache)) {
+        if (const Field* max = c->get("max_size")) {
+          if (auto n = size(max->value, 1024 * 1024)) config_.cache_max_size = *n;
+        }
+      }
+    }
     if (const Field* f = top->get("routes")) load_routes(f->value);
     // A global limit needs the Redis it shares its counts through.
     if (!config_.rate_limits.redis) {
@@ -654,6 +666,31 @@ class Loader {
       }
     }
     config_.rate_limits.redis = std::move(out);
+  }
+
+  void load_route_cache(const Value& v, Route& route) {
+    auto f = fields(v, k_route_cache);
+    if (!f) return;
+    RouteCache& c = route.cache.emplace();
+    c.mark = v.mark;
+    if (const Field* ttl = f->get("ttl")) {
+      if (auto d = duration(ttl->value)) c.ttl = *d;
+    }
+    if (const Field* vary = f->get("vary")) {
+      for (auto& [name, mark] : string_or_list(vary->value, "a header name")) {
+        if (!is_token(name)) {
+          error(mark, "invalid header name " + quote(name) + " in 'vary'");
+          continue;
+        }
+        c.vary.push_back(to_lower(name));
+      }
+    }
+    if (const Field* stale = f->get("stale_if_error")) {
+      if (auto d = duration(stale->value, Zero::Allowed)) c.stale_if_error = *d;
+    }
+    if (const Field* per = f->get("per_consumer")) {
+      if (auto on = boolean(per->value)) c.per_consumer = *on;
+    }
   }
 
   // "100/s", "6000/min", "10/h" (also "/m", "/sec", "/second", "/minute", "/hour").
@@ -1901,6 +1938,7 @@ class Loader {
     if (auth) load_route_auth(auth->value, route);
     if (const Field* allow = f.get("allow")) load_allow(*allow, route.allow, auth != nullptr);
     if (const Field* rl = f.get("rate_limit")) load_route_rate_limits(rl->value, route);
+    if (const Field* cache = f.get("cache")) load_route_cache(cache->value, route);
     if (const Field* deny = f.get("deny")) {
       bool clean = true;
       if (auto d = fields(deny->value, k_deny, clean)) {

@@ -12,6 +12,8 @@
 
 #include <boost/asio/thread_pool.hpp>
 
+#include "cache/policy.h"
+#include "cache/store.h"
 #include "core/error.h"
 #include "core/log.h"
 #include "filters/auth.h"
@@ -166,11 +168,33 @@ void append_decimal(std::string& out, uint64_t v) {
   out.append(buf, end);
 }
 
+int64_t steady_ns() {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now().time_since_epoch())
+      .count();
+}
+
+// How long a request waits for another one filling the same cache entry before it goes
+// upstream itself.
+constexpr auto kCoalesceWait = std::chrono::seconds(5);
+
+// A cache miss that leads a fill: the waiters are released however the exchange ends.
+struct CacheFill {
+  std::shared_ptr<cache::Inflight> inflight;
+  std::string key;
+  CacheFill() = default;
+  CacheFill(const CacheFill&) = delete;
+  CacheFill& operator=(const CacheFill&) = delete;
+  ~CacheFill() {
+    if (inflight) inflight->complete(key);
+  }
+};
+
 // Per-exchange facts for the access log.
 struct ExchangeLog {
   Clock::time_point start;
   std::string method, host, path, user_agent, referer, route, upstream, target, error, consumer;
   std::string_view protocol = "HTTP/1.1";
+  std::string_view cache = "-";  // hit | miss | stale | - (route without cache)
   int status = 0;
   uint64_t bytes_in = 0, bytes_out = 0;
   int64_t upstream_us = -1;
@@ -184,6 +208,7 @@ struct ExchangeLog {
       s->clear();
     }
     protocol = "HTTP/1.1";
+    cache = "-";
     status = 0;
     bytes_in = bytes_out = 0;
     upstream_us = -1;
@@ -386,6 +411,24 @@ struct ExchangeScratch {
   std::vector<uint32_t> load;
   std::vector<bool> excluded, tried, fresh;
   std::vector<std::string_view> listed;  // names a Connection header lists (hop-by-hop)
+
+  // Route `cache:` state of this exchange.
+  struct Cache {
+    bool active = false;   // a GET on a caching route that may store its response
+    bool capture = false;  // storing: the response body is being copied into `pending`
+    std::string key;
+    cache::CacheControl request_cc;
+    bool has_credentials = false;
+    std::shared_ptr<const cache::Entry> stale;  // usable on errors (stale_if_error)
+    std::shared_ptr<cache::Entry> pending;      // the response being stored
+    void reset() {
+      active = capture = has_credentials = false;
+      key.clear();
+      request_cc = {};
+      stale.reset();
+      pending.reset();
+    }
+  } cache;
 };
 
 // Per-worker free list of ExchangeScratch (thread_local: one per worker thread).
@@ -493,6 +536,13 @@ class HttpSession final : public server::Session {
   asio::awaitable<void> send_parse_error(int status, std::string_view reason);
   // redirect_to_https: 308 to the same host and request target on the first TLS listener.
   asio::awaitable<void> redirect_https(bool close);
+  // Route `cache:`: answers from the cache (true), or prepares the exchange to store its
+  // response, leading or waiting for a concurrent fill of the same key.
+  asio::awaitable<bool> try_cache(const CompiledRoute& route, filters::Exchange& x, bool close,
+                                  CacheFill& fill);
+  // Writes a cached response (`state`: "HIT" or "STALE").
+  asio::awaitable<void> serve_cached(std::shared_ptr<const cache::Entry> entry,
+                                     std::string_view state, bool close);
   // Writes the head sent upstream into `h` (the scratch string keeps its capacity).
   void build_upstream_head(const filters::Exchange& x, std::string_view path,
                            const CompiledTarget& target, http::BodyKind body_kind, std::string& h);
@@ -733,6 +783,119 @@ asio::awaitable<void> HttpSession::redirect_https(bool close) {
   co_await send_local(308, {}, {}, extra, close);
 }
 
+asio::awaitable<bool> HttpSession::try_cache(const CompiledRoute& route, filters::Exchange& x,
+                                             bool close, CacheFill& fill) {
+  auto& cs = xs_->cache;
+  const cache::RouteCache& rc = *route.cache;
+  const bool get = xs_->log.method == "GET";
+  if (!get && xs_->log.method != "HEAD") co_return false;
+  xs_->log.cache = "miss";
+  // (a GET with a body is unusual enough not to cache: its head's views end with the body read)
+  if (xs_->head.body_kind != http::BodyKind::None) co_return false;
+  for (const auto& h : xs_->head.headers) {
+    if (http::iequals(h.name, "cache-control")) {
+      cs.request_cc.merge(h.value);
+    } else if (http::iequals(h.name, "pragma")) {
+      cs.request_cc.merge_pragma(h.value);
+    }
+  }
+  cs.has_credentials = !x.consumer().empty() || xs_->head.header("authorization").found;
+  const cache::LookupRules rules = cache::lookup_rules(cs.request_cc, cs.has_credentials, rc);
+  if (rules.bypass) co_return false;
+  cs.key = cache::Store::make_key(xs_->head.host, xs_->log.path, xs_->head.query,
+                                  rc.per_consumer ? x.consumer() : std::string_view());
+  auto header = [this](std::string_view name) -> std::optional<std::string_view> {
+    auto h = xs_->head.header(name);
+    return h.found ? std::optional<std::string_view>(h.value) : std::nullopt;
+  };
+  auto usable = [&](const cache::Entry& e, int64_t now) {
+    if (!e.fresh(now)) return false;
+    const int64_t age = e.age_s(now);
+    if (rules.max_age && age > *rules.max_age) return false;
+    return !rules.min_fresh || e.ttl_s - age >= *rules.min_fresh;
+  };
+  int64_t now = steady_ns();
+  auto entry = snap_->cache->lookup(cs.key, header);
+  if (entry && !rules.revalidate && usable(*entry, now)) {
+    co_await serve_cached(std::move(entry), "HIT", close);
+    co_return true;
+  }
+  if (entry && entry->usable_if_error(now)) cs.stale = entry;
+  cs.active = get;
+  if (!get || rules.revalidate) co_return false;
+
+  // Coalescing: the first miss fills, the others wait for it (woken from its worker).
+  struct Wait {
+    explicit Wait(const asio::any_io_executor& ex) : signal(ex) {}
+    asio::steady_timer signal;
+  };
+  auto wait = std::make_shared<Wait>(socket_.get_executor());
+  wait->signal.expires_after(kCoalesceWait);
+  auto ex = socket_.get_executor();
+  if (snap_->inflight->join(cs.key,
+                            [wait, ex] { asio::post(ex, [wait] { wait->signal.cancel(); }); })) {
+    fill.inflight = snap_->inflight;
+    fill.key = cs.key;
+    co_return false;
+  }
+  co_await wait->signal.async_wait(use_nothrow);  // woken (cancelled) or timed out
+  now = steady_ns();
+  entry = snap_->cache->lookup(cs.key, header);
+  if (entry && usable(*entry, now)) {
+    co_await serve_cached(std::move(entry), "HIT", close);
+    co_return true;
+  }
+  co_return false;  // nothing usable: go upstream (and store what comes back)
+}
+
+asio::awaitable<void> HttpSession::serve_cached(std::shared_ptr<const cache::Entry> entry,
+                                                std::string_view state, bool close) {
+  const cache::Entry& e = *entry;
+  filters::Exchange& x = xs_->exchange;
+  x.response_status = e.status;
+  x.response_headers.clear();
+  for (const auto& [k, v] : e.headers) x.response_headers.push_back({k, v});
+  for (auto it = route_->filters.rbegin(); it != route_->filters.rend(); ++it) {
+    (*it)->on_response(x);
+  }
+  const bool head_only = xs_->log.method == "HEAD";
+  std::string& out = xs_->out;
+  out.clear();
+  out += "HTTP/1.1 "sv;
+  append_decimal(out, static_cast<uint64_t>(e.status));
+  out += ' ';
+  out += e.reason.empty() ? status_text(e.status) : std::string_view(e.reason);
+  out += "\r\n"sv;
+  bool has_request_id = false;
+  for (const auto& h : x.response_headers) {
+    if (!has_request_id && http::iequals(h.name, "x-request-id")) has_request_id = true;
+    out += h.name;
+    out += ": "sv;
+    out += h.value;
+    out += "\r\n"sv;
+  }
+  if (!has_request_id) {
+    out += "x-request-id: "sv;
+    out += xs_->request_id;
+    out += "\r\n"sv;
+  }
+  out += "age: "sv;
+  append_decimal(out, static_cast<uint64_t>(e.age_s(steady_ns())));
+  out += "\r\nx-cache: "sv;
+  out += state;
+  out += "\r\ncontent-length: "sv;
+  append_decimal(out, e.body.size());
+  out += close ? "\r\nconnection: close\r\n\r\n"sv : "\r\n\r\n"sv;
+  std::array<asio::const_buffer, 2> bufs{
+      asio::buffer(out), asio::buffer(e.body.data(), head_only ? 0 : e.body.size())};
+  down_wd_.arm(limits_.idle_timeout, &socket_);
+  auto [ec, n] = co_await io_.write(bufs);
+  xs_->log.status = e.status;
+  xs_->log.bytes_out += n;
+  xs_->log.cache = state == "HIT" ? "hit"sv : "stale"sv;
+  if (close || ec) close_after_ = true;
+}
+
 asio::awaitable<HttpSession::Next> HttpSession::handle() {
   served_any_ = true;
   xs_->log.reset();
@@ -873,6 +1036,15 @@ asio::awaitable<HttpSession::Next> HttpSession::handle() {
     co_await send_error({Source::Downstream, ErrorKind::BodyTooLarge}, {}, true);
     write_access_log();
     co_return Next::Close;
+  }
+
+  CacheFill fill;  // (declared before any co_await below that could end the exchange)
+  xs_->cache.reset();
+  if (route.cache && snap_->cache) {
+    if (co_await try_cache(route, x, !keep || has_body, fill)) {
+      write_access_log();
+      co_return (!keep || has_body) ? Next::Close : Next::KeepAlive;
+    }
   }
 
   int up_index = route.upstream;
@@ -1477,6 +1649,12 @@ asio::awaitable<HttpSession::Next> HttpSession::forward(const CompiledUpstream& 
       continue;
     }
   }
+  if (!got_head && xs_->cache.stale) {  // stale_if_error: the cached answer beats an error
+    xs_->log.error = fmt::format("{} (served stale)", last.reason());
+    co_await serve_cached(xs_->cache.stale, "STALE", (has_body && !body_read) || !client_keep);
+    if (!rbuf.empty()) worker_.buffers().give(std::move(rbuf));
+    co_return has_body && !body_read ? Next::Close : Next::KeepAlive;
+  }
   if (!got_head) {
     co_await send_error(last, {}, (has_body && !body_read) || !client_keep);
     if (!rbuf.empty()) worker_.buffers().give(std::move(rbuf));
@@ -1494,6 +1672,17 @@ asio::awaitable<HttpSession::Next> HttpSession::forward(const CompiledUpstream& 
                    std::chrono::duration_cast<std::chrono::seconds>(uc.sticky.ttl).count());
   }
 
+  auto& cs = xs_->cache;
+  if (cs.stale &&
+      (rhead.status == 500 || rhead.status == 502 || rhead.status == 503 || rhead.status == 504)) {
+    // stale_if_error: the upstream failed, a recent enough answer is cached.
+    drop_conn();
+    worker_.buffers().give(std::move(rbuf));
+    xs_->log.error = fmt::format("upstream answered {} (served stale)", rhead.status);
+    co_await serve_cached(cs.stale, "STALE", !client_keep);
+    co_return Next::KeepAlive;
+  }
+
   // Response head for the client.
   x.response_status = rhead.status;
   x.response_headers.clear();
@@ -1502,9 +1691,67 @@ asio::awaitable<HttpSession::Next> HttpSession::forward(const CompiledUpstream& 
     if (is_hop_by_hop(h.name) || (!xs_->listed.empty() && listed(xs_->listed, h.name))) continue;
     x.response_headers.push_back(h);
   }
+  if (cs.active) {
+    cache::CacheControl response_cc;
+    std::string vary;
+    bool set_cookie = false;
+    int64_t initial_age = 0;
+    std::string_view expires, date;
+    bool has_expires = false;
+    for (const auto& h : x.response_headers) {
+      if (http::iequals(h.name, "cache-control")) {
+        response_cc.merge(h.value);
+      } else if (http::iequals(h.name, "vary")) {
+        if (!vary.empty()) vary += ',';
+        vary += h.value;
+      } else if (http::iequals(h.name, "set-cookie")) {
+        set_cookie = true;
+      } else if (http::iequals(h.name, "age")) {
+        std::from_chars(h.value.data(), h.value.data() + h.value.size(), initial_age);
+      } else if (http::iequals(h.name, "expires")) {
+        expires = h.value;
+        has_expires = true;
+      } else if (http::iequals(h.name, "date")) {
+        date = h.value;
+      }
+    }
+    if (has_expires) {
+      response_cc.apply_expires(expires, date,
+                                std::chrono::duration_cast<std::chrono::seconds>(
+                                    std::chrono::system_clock::now().time_since_epoch())
+                                    .count());
+    }
+    cache::StoreDecision d =
+        cache::decide_store("GET", rhead.status, cs.request_cc, response_cc, vary, set_cookie,
+                            cs.has_credentials, *route_->cache);
+    if (d.store && (rhead.body_kind != http::BodyKind::Length ||
+                    rhead.content_length <= snap_->cache->max_object())) {
+      auto e = std::make_shared<cache::Entry>();
+      e->status = rhead.status;
+      e->reason = rhead.reason;
+      for (const auto& h : x.response_headers) {
+        if (http::iequals(h.name, "age")) continue;
+        e->headers.emplace_back(std::string(h.name), std::string(h.value));
+      }
+      for (const auto& name : d.vary) {
+        auto h = xs_->head.header(name);  // (views into the client buffer: valid, no body read)
+        e->vary_values.emplace_back(name, h.found ? std::string(h.value) : std::string());
+      }
+      e->stored_at_ns = steady_ns();
+      e->initial_age_s = std::max<int64_t>(0, initial_age);
+      e->ttl_s = d.ttl_s;
+      e->stale_if_error_s = d.stale_if_error_s;
+      if (rhead.body_kind == http::BodyKind::Length) {
+        e->body.reserve(static_cast<size_t>(rhead.content_length));
+      }
+      cs.pending = std::move(e);
+      cs.capture = true;
+    }
+  }
   for (auto it = route_->filters.rbegin(); it != route_->filters.rend(); ++it) {
     (*it)->on_response(x);
   }
+  if (route_->cache && xs_->log.cache != "-"sv) x.response_headers.push_back({"x-cache", "MISS"});
   if (!xs_->sticky_cookie.empty()) x.response_headers.push_back({"set-cookie", xs_->sticky_cookie});
   const bool http10 = xs_->head.version == http::Version::Http10;
   bool keep = xs_->head.keep_alive && !worker_.draining() && !close_after_;
@@ -1580,6 +1827,13 @@ asio::awaitable<HttpSession::Next> HttpSession::forward(const CompiledUpstream& 
       break;
     }
     bool last_piece = st == BodySource::Status::End || src.done();
+    if (cs.capture) {
+      for (auto p : pieces) cs.pending->body.append(p);
+      if (cs.pending->body.size() > snap_->cache->max_object()) {  // too big: stream only
+        cs.capture = false;
+        cs.pending.reset();
+      }
+    }
     auto iov = sink.prepare(prefix, pieces, last_piece);
     if (!iov.empty()) {
       auto [ec, n] = co_await io_.write(iov);
@@ -1593,6 +1847,10 @@ asio::awaitable<HttpSession::Next> HttpSession::forward(const CompiledUpstream& 
     if (last_piece) break;
   }
   xs_->log.bytes_out += sink.bytes();
+  if (cs.capture && upstream_ok && src.done()) {
+    snap_->cache->insert(cs.key, std::move(cs.pending));
+  }
+  cs.capture = false;
   up_wd_.disarm();
   if (upstream_ok && client_ok && src.done() && rhead.keep_alive && rbegin == rend) {
     ++conn->requests;
@@ -1660,8 +1918,9 @@ void HttpSession::write_access_log() {
   line += R"(,"attempts":)"sv;
   append_decimal(line, static_cast<uint64_t>(xs_->log.attempts));
   str_or_null("consumer", xs_->log.consumer);
-  line += xs_->exchange.rate_limited ? R"(,"cache":"-","rate_limited":true)"sv
-                                     : R"(,"cache":"-","rate_limited":false)"sv;
+  line += R"(,"cache":")"sv;
+  line += xs_->log.cache;
+  line += xs_->exchange.rate_limited ? R"(","rate_limited":true)"sv : R"(","rate_limited":false)"sv;
   str_or_null("user_agent", xs_->log.user_agent);
   str_or_null("error", xs_->log.error);
   line += '}';

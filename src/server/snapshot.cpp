@@ -4,6 +4,8 @@
 #include <netdb.h>
 
 #include <atomic>
+#include <mutex>
+#include <tuple>
 
 #include <fmt/format.h>
 
@@ -54,6 +56,23 @@ std::string fnv1a_hex(const std::string& text) {
     h *= 1099511628211ull;
   }
   return fmt::format("{:016x}", h);
+}
+}  // namespace
+
+namespace {
+// The response cache outlives snapshots: a reload keeps what is cached unless max_size changed.
+std::pair<std::shared_ptr<cache::Store>, std::shared_ptr<cache::Inflight>> shared_cache(
+    uint64_t max_size) {
+  static std::mutex mu;
+  static std::shared_ptr<cache::Store> store;
+  static std::shared_ptr<cache::Inflight> inflight = std::make_shared<cache::Inflight>();
+  static uint64_t size = 0;
+  std::lock_guard lock(mu);
+  if (!store || size != max_size) {
+    store = std::make_shared<cache::Store>(static_cast<size_t>(max_size));
+    size = max_size;
+  }
+  return {store, inflight};
 }
 }  // namespace
 
@@ -174,6 +193,15 @@ std::shared_ptr<const Snapshot> compile_snapshot(config::Config cfg, const std::
     // After auth, so that `key: consumer` sees who the client is.
     if (auto f = filters::make_rate_limit_filter(r, c.rate_limits)) {
       cr.filters.push_back(std::move(f));
+    }
+    if (r.cache) {
+      cache::RouteCache rc;
+      rc.ttl = std::chrono::duration_cast<std::chrono::seconds>(r.cache->ttl);
+      rc.vary = r.cache->vary;
+      rc.stale_if_error = std::chrono::duration_cast<std::chrono::seconds>(r.cache->stale_if_error);
+      rc.per_consumer = r.cache->per_consumer;
+      cr.cache = std::move(rc);
+      if (!snap->cache) std::tie(snap->cache, snap->inflight) = shared_cache(c.cache_max_size);
     }
     if (auto f = filters::make_headers_filter(r.request_headers, r.response_headers)) {
       cr.filters.push_back(std::move(f));

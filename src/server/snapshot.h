@@ -15,6 +15,8 @@
 #include <unordered_map>
 #include <vector>
 
+#include "cache/policy.h"
+#include "cache/store.h"
 #include "config/config.h"
 #include "filters/filter.h"
 #include "router/router.h"
@@ -60,7 +62,8 @@ struct CompiledRoute {
   int upstream = -1;                 // index into Snapshot::upstreams for Action::Upstream
   std::vector<int> split_upstreams;  // for Action::Split
   std::vector<uint32_t> split_weights;
-  filters::FilterChain filters;  // in policy order
+  filters::FilterChain filters;            // in policy order
+  std::optional<cache::RouteCache> cache;  // route `cache:`
 };
 
 struct Snapshot {
@@ -73,7 +76,11 @@ struct Snapshot {
   std::unordered_map<std::string, std::shared_ptr<const tls::ServerContext>> listener_tls;
   uint16_t https_port = 0;  // the first TLS listener's port: where redirect_to_https points
   std::shared_ptr<const filters::AuthRegistry> auth;  // consumers and authenticators (may be null)
-  std::string checksum;                               // hex FNV-1a of the config file text
+  // The response cache and its coalescing table: process-wide, kept across reloads (a new one only
+  // when `cache.max_size` changes). Null when no route caches.
+  std::shared_ptr<cache::Store> cache;
+  std::shared_ptr<cache::Inflight> inflight;
+  std::string checksum;  // hex FNV-1a of the config file text
   std::chrono::system_clock::time_point loaded_at;
 };
 

@@ -252,8 +252,8 @@ TEST(ConfigTest, UnknownKeyGetsDidYouMeanHint) {
 }
 
 TEST(ConfigTest, DocumentedButUnimplementedKeyIsNotSupportedYet) {
-  EXPECT_EQ(only_diagnostic(k_base + "routes:\n  - upstream: api\n    cache: {}\n"),
-            "sluice.yaml:6:5: 'cache' is not supported in this version yet");
+  EXPECT_EQ(only_diagnostic(k_base + "routes:\n  - upstream: api\n    cors: {}\n"),
+            "sluice.yaml:6:5: 'cors' is not supported in this version yet");
   EXPECT_EQ(only_diagnostic(k_base + "admin: { listen: 127.0.0.1:9901 }\n"),
             "sluice.yaml:4:1: 'admin' is not supported in this version yet");
   EXPECT_EQ(only_diagnostic("listeners:\n  - { listen: 0.0.0.0:1883, protocol: mqtt }\n"),
