@@ -698,19 +698,23 @@ class Loader {
     auto text = scalar(v, "a rate like 100/s");
     if (!text) return;
     size_t slash = text->find('/');
-    auto count = slash == std::string::npos ? std::nullopt : parse_uint(text->substr(0, slash));
-    std::string unit = slash == std::string::npos ? std::string() : text->substr(slash + 1);
-    std::optional<Duration> period;
-    if (unit == "s" || unit == "sec" || unit == "second") period = std::chrono::seconds(1);
-    if (unit == "m" || unit == "min" || unit == "minute") period = std::chrono::minutes(1);
-    if (unit == "h" || unit == "hour") period = std::chrono::hours(1);
-    if (!count || !period || *count == 0 || *count > 1000000000) {
+    // (plain values, not optionals: GCC 12 -O2 warns "may be used uninitialized" otherwise)
+    uint64_t count = 0;
+    int64_t period_s = 0;
+    if (slash != std::string::npos) {
+      count = parse_uint(text->substr(0, slash)).value_or(0);
+      std::string unit = text->substr(slash + 1);
+      if (unit == "s" || unit == "sec" || unit == "second") period_s = 1;
+      if (unit == "m" || unit == "min" || unit == "minute") period_s = 60;
+      if (unit == "h" || unit == "hour") period_s = 3600;
+    }
+    if (count == 0 || period_s == 0 || count > 1000000000) {
       error(v.mark, "invalid rate " + quote(*text) +
                         ": expected COUNT/s, COUNT/min or COUNT/h with COUNT from 1 to 1000000000");
       return;
     }
-    rl.rate = *count;
-    rl.period = *period;
+    rl.rate = count;
+    rl.period = std::chrono::seconds(period_s);
   }
 
   void load_route_rate_limits(const Value& v, Route& route) {
