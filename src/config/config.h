@@ -339,6 +339,14 @@ struct Route {
   Mark mark;
 };
 
+// Top-level `admin:` (SPEC.md section 4): the admin API and dashboard listener.
+struct Admin {
+  std::string host;  // IP literal
+  uint16_t port = 0;
+  std::string token;  // empty = no token required
+  Mark mark;
+};
+
 struct Config {
   std::string file;  // path it was loaded from ("<string>" for load_string)
   int workers = 0;   // 0 = auto (CPU cores)
@@ -351,6 +359,7 @@ struct Config {
   std::vector<Upstream> upstreams;            // in file order
   std::vector<Route> routes;                  // in file order: first match wins
   RateLimits rate_limits;
+  std::optional<Admin> admin;                      // off when absent
   uint64_t cache_max_size = 256ull * 1024 * 1024;  // `cache: { max_size }`: the whole process
 
   const Upstream* find_upstream(std::string_view name) const;

@@ -40,10 +40,12 @@ struct Schema {
   Keys unsupported;  // documented in SPEC.md, not implemented in this version yet
 };
 
-constexpr std::string_view k_top_keys[] = {"listen",    "workers",   "shutdown_timeout", "log",
-                                           "limits",    "listeners", "consumers",        "auth",
-                                           "upstreams", "routes",    "rate_limits",      "cache"};
-constexpr std::string_view k_top_later[] = {"admin", "mqtt"};
+constexpr std::string_view k_top_keys[] = {
+    "listen", "workers",   "shutdown_timeout", "log",         "limits", "listeners", "consumers",
+    "auth",   "upstreams", "routes",           "rate_limits", "cache",  "admin"};
+constexpr std::string_view k_top_later[] = {"mqtt"};
+constexpr std::string_view k_admin_keys[] = {"listen", "token"};
+constexpr Schema k_admin{"in 'admin'", k_admin_keys, {}};
 
 constexpr std::string_view k_cache_keys[] = {"max_size"};
 constexpr Schema k_cache{"in 'cache'", k_cache_keys, {}};
@@ -297,6 +299,10 @@ class Loader {
   }
 
  private:
+  void warn(Mark at, std::string message) {
+    diagnostics_.push_back({Diagnostic::Severity::Warning, file_, at, std::move(message)});
+  }
+
   void error(Mark at, std::string message) {
     ++errors_;
     diagnostics_.push_back({Diagnostic::Severity::Error, file_, at, std::move(message)});
@@ -608,6 +614,7 @@ class Loader {
       error(root_mark, "no listener: add 'listen: HOST:PORT' or a 'listeners' list");
     }
     if (const Field* f = top->get("rate_limits")) load_rate_limits_config(f->value);
+    if (const Field* f = top->get("admin")) load_admin(f->value);
     if (const Field* f = top->get("cache")) {
       if (auto c = fields(f->value, k_cache)) {
         if (const Field* max = c->get("max_size")) {
@@ -628,6 +635,33 @@ class Loader {
         }
       }
     }
+  }
+
+  void load_admin(const Value& v) {
+    bool clean = true;
+    auto f = fields(v, k_admin, clean);
+    if (!f) return;
+    Admin admin;
+    admin.mark = v.mark;
+    const Field* listen = f->get("listen");
+    if (!listen) {
+      if (clean) error(v.mark, "'admin' needs 'listen' (e.g. 127.0.0.1:9901)");
+      return;
+    }
+    Listener probe;
+    if (!load_listen(listen->value, probe)) return;
+    admin.host = probe.host;
+    admin.port = probe.port;
+    if (const Field* token = f->get("token")) {
+      if (auto text = scalar(token->value)) admin.token = *text;
+    }
+    bool loopback = admin.host == "::1" || admin.host.starts_with("127.");
+    if (!loopback && admin.token.empty()) {
+      warn(listen->value.mark, "the admin API listens on " + admin.host +
+                                   " without a 'token': anyone who can reach it can reload, "
+                                   "drain and purge");
+    }
+    config_.admin = std::move(admin);
   }
 
   void load_rate_limits_config(const Value& v) {

@@ -254,8 +254,8 @@ TEST(ConfigTest, UnknownKeyGetsDidYouMeanHint) {
 TEST(ConfigTest, DocumentedButUnimplementedKeyIsNotSupportedYet) {
   EXPECT_EQ(only_diagnostic(k_base + "routes:\n  - upstream: api\n    cors: {}\n"),
             "sluice.yaml:6:5: 'cors' is not supported in this version yet");
-  EXPECT_EQ(only_diagnostic(k_base + "admin: { listen: 127.0.0.1:9901 }\n"),
-            "sluice.yaml:4:1: 'admin' is not supported in this version yet");
+  EXPECT_EQ(only_diagnostic(k_base + "mqtt: {}\n"),
+            "sluice.yaml:4:1: 'mqtt' is not supported in this version yet");
   EXPECT_EQ(only_diagnostic("listeners:\n  - { listen: 0.0.0.0:1883, protocol: mqtt }\n"),
             "sluice.yaml:2:39: listener protocol 'mqtt' is not supported in this version yet");
   EXPECT_EQ(only_diagnostic("listen: 0.0.0.0:80\nupstreams:\n  a: { targets: [1.2.3.4:80], "
@@ -1441,6 +1441,27 @@ TEST(ParseSizeTest, Table) {
       {"17179869184GiB", std::nullopt},
   };
   for (const Case& c : cases) EXPECT_EQ(parse_size(c.text), c.expected) << c.text;
+}
+
+TEST(ConfigTest, Admin) {
+  auto result = load_string(k_base +
+                                "admin: { listen: 127.0.0.1:9901, token: s3cret }\n"
+                                "routes:\n  - upstream: api\n",
+                            "sluice.yaml");
+  ASSERT_TRUE(result.ok());
+  ASSERT_TRUE(result.config->admin.has_value());
+  EXPECT_EQ(result.config->admin->host, "127.0.0.1");
+  EXPECT_EQ(result.config->admin->port, 9901);
+  EXPECT_EQ(result.config->admin->token, "s3cret");
+  auto open = load_string(k_base + "admin: { listen: 0.0.0.0:9901 }\nroutes:\n  - upstream: api\n",
+                          "sluice.yaml");
+  ASSERT_TRUE(open.ok());
+  ASSERT_EQ(open.diagnostics.size(), 1u);
+  EXPECT_EQ(open.diagnostics[0].message,
+            "the admin API listens on 0.0.0.0 without a 'token': anyone who can reach it can "
+            "reload, drain and purge");
+  EXPECT_EQ(only_diagnostic(k_base + "admin: { token: x }\nroutes:\n  - upstream: api\n"),
+            "sluice.yaml:4:8: 'admin' needs 'listen' (e.g. 127.0.0.1:9901)");
 }
 
 TEST(ConfigTest, RateLimits) {
