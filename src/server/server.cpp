@@ -19,6 +19,7 @@
 #include "config/config.h"
 #include "core/file.h"
 #include "core/log.h"
+#include "server/admin.h"
 #include "server/asio.h"
 #include "server/control.h"
 #include "server/snapshot.h"
@@ -118,6 +119,23 @@ class Gateway {
     }
     current_ = snap;
     control_.start(snap);
+    AdminHooks hooks;
+    hooks.snapshot = [this] { return current_; };
+    hooks.reload = [this] { return reload(); };
+    admin_ = std::make_unique<AdminServer>(main_io, std::move(hooks));
+    if (cfg.admin) {
+      if (!admin_->start(*cfg.admin, err)) {
+        log::error("cannot listen on {}:{} (admin): {}", cfg.admin->host, cfg.admin->port, err);
+        std::cerr << "sluice: cannot listen on admin " << cfg.admin->host << ":" << cfg.admin->port
+                  << ": " << err << "\n";
+        control_.stop();
+        for (auto& w : workers_) w->stop();
+        log::stop();
+        return 1;
+      }
+      log::info("admin API on http://{}{}", admin_->address(),
+                cfg.admin->token.empty() ? " (no token)" : "");
+    }
     for (const auto& l : cfg.listeners) {
       log::info("listening on http://{} ({}), {} worker(s)", listener_key(l), l.name, n);
     }
@@ -128,7 +146,7 @@ class Gateway {
     std::function<void(const error_code&, int)> on_signal = [&](const error_code& ec, int sig) {
       if (ec) return;
       if (sig == SIGHUP) {
-        reload();
+        (void)reload();
       } else if (sig == SIGUSR1) {
         log::info("SIGUSR1: reopening log files");
         log::reopen();
@@ -136,6 +154,7 @@ class Gateway {
         stopping = true;
         log::info("{}: draining (shutdown_timeout {} ms)", sig == SIGTERM ? "SIGTERM" : "SIGINT",
                   current_->config.shutdown_timeout.count());
+        if (admin_) admin_->stop();
         for (auto& w : workers_) w->drain();
         deadline_ = std::chrono::steady_clock::now() + current_->config.shutdown_timeout;
         poll_drain(main_io);
@@ -146,6 +165,7 @@ class Gateway {
     signals.async_wait(on_signal);
     main_io.run();
 
+    admin_.reset();
     control_.stop();
     for (auto& w : workers_) w->stop();
     workers_.clear();
@@ -192,13 +212,15 @@ class Gateway {
     return snap;
   }
 
-  void reload() {
+  ReloadOutcome reload() {
+    ReloadOutcome out;
     std::vector<std::string> errors;
     auto snap = load(errors);
     if (!snap) {
       log::error("reload rejected: {} error(s); the previous config keeps serving", errors.size());
       for (const auto& e : errors) log::error("{}", e);
-      return;
+      out.errors = std::move(errors);
+      return out;
     }
     // New listeners are bound here first, so a port in use rejects the whole reload.
     std::set<std::string> new_keys;
@@ -215,7 +237,8 @@ class Gateway {
           for (auto& v : added) {
             for (auto& s : v) ::close(s.fd);
           }
-          return;
+          out.errors.push_back(fmt::format("cannot listen on {}: {}", key, err));
+          return out;
         }
         added[i].push_back({key, l.name, fd});
       }
@@ -228,9 +251,31 @@ class Gateway {
       workers_[i]->apply(snap, std::move(added[i]), removed);
     }
     keys_ = std::move(new_keys);
+    auto previous = current_;
     current_ = snap;
     control_.apply(snap);
+    update_admin(previous ? previous->config.admin : std::nullopt, snap->config.admin);
     log::info("config reloaded, checksum {}, generation {}", snap->checksum, snap->generation);
+    out.ok = true;
+    out.checksum = snap->checksum;
+    return out;
+  }
+
+  // A reload may move, add or remove the admin listener (its token applies per request).
+  void update_admin(const std::optional<config::Admin>& before,
+                    const std::optional<config::Admin>& after) {
+    auto where = [](const std::optional<config::Admin>& a) {
+      return a ? fmt::format("{}:{}", a->host, a->port) : std::string();
+    };
+    if (where(before) == where(after)) return;
+    admin_->stop();
+    if (!after) return;
+    std::string err;
+    if (admin_->start(*after, err)) {
+      log::info("admin API on http://{}", admin_->address());
+    } else {
+      log::error("cannot listen on {} (admin): {}", where(after), err);
+    }
   }
 
   void poll_drain(asio::io_context& io) {
@@ -252,6 +297,7 @@ class Gateway {
   std::set<std::string> keys_;
   std::shared_ptr<const Snapshot> current_;
   Control control_;
+  std::unique_ptr<AdminServer> admin_;
   std::chrono::steady_clock::time_point deadline_;
 };
 

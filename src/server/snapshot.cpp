@@ -88,10 +88,6 @@ std::shared_ptr<const Snapshot> compile_snapshot(config::Config cfg, const std::
   snap->config = std::move(cfg);
   const config::Config& c = snap->config;
 
-  if (c.admin) {  // parsed and checked; served once the admin server lands (issue 6)
-    errors.push_back(fmt::format("{}:{}:{}: 'admin' is not enforced in this version yet", c.file,
-                                 c.admin->mark.line, c.admin->mark.col));
-  }
   for (const auto& l : c.listeners) {
     if (!l.tls) continue;
     if (auto ctx = tls::ServerContext::build(l, c.file, errors, warnings)) {
