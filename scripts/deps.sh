@@ -12,7 +12,7 @@ BUILD_PKGS=(
 )
 TEST_PKGS=(
   python3 python3-pytest python3-httpx python3-requests python3-jwt python3-cryptography
-  python3-redis curl wrk nginx-light haproxy redis-server redis-tools procps
+  python3-redis python3-prometheus-client curl wrk nginx-light haproxy redis-server redis-tools procps
 )
 
 want=("${BUILD_PKGS[@]}")

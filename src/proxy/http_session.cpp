@@ -24,6 +24,7 @@
 #include "server/tls_stream.h"
 #include "server/watchdog.h"
 #include "server/worker.h"
+#include "stats/metrics.h"
 #include "tls/tls.h"
 
 namespace sluice::proxy {
@@ -473,6 +474,7 @@ class HttpSession final : public server::Session {
     worker_.add_session(this);
   }
   ~HttpSession() override {
+    if (conn_metrics_) conn_metrics_->connection_closed(conn_listener_);
     worker_.remove_session(this);
     if (!buf_.empty()) worker_.buffers().give(std::move(buf_));
     t_scratch_pool.give(std::move(xs_));
@@ -515,6 +517,8 @@ class HttpSession final : public server::Session {
     snap_ = worker_.snapshot();
     const config::Listener* l = listener();
     limits_ = l != nullptr ? l->limits : snap_->config.limits;
+    metrics_ = worker_.metrics();
+    listener_index_ = l != nullptr ? static_cast<int>(l - snap_->config.listeners.data()) : -1;
     redirect_to_https_ = l != nullptr && l->redirect_to_https;
     http::ParserLimits pl;
     pl.max_request_line = limits_.max_request_line;
@@ -547,6 +551,7 @@ class HttpSession final : public server::Session {
   void build_upstream_head(const filters::Exchange& x, std::string_view path,
                            const CompiledTarget& target, http::BodyKind body_kind, std::string& h);
   void write_access_log();
+  void record_metrics();
   void write_combined_log();
   // The read buffer and the exchange scratch are held only while a request is in progress.
   void ensure_buffer() {
@@ -590,10 +595,23 @@ class HttpSession final : public server::Session {
 
   const CompiledRoute* route_ = nullptr;
   std::optional<Duration> route_timeout_;
+
+  // Metrics: the worker's block for snap_ (indexes of snap_), and the block and listener the
+  // connection was counted open on (closed on the same one).
+  std::shared_ptr<stats::WorkerMetrics> metrics_;
+  std::shared_ptr<stats::WorkerMetrics> conn_metrics_;
+  int listener_index_ = -1;
+  int conn_listener_ = -1;
+  int route_index_ = -1;     // this exchange's route in snap_, -1 = none matched
+  int upstream_index_ = -1;  // this exchange's upstream in snap_
+  bool auth_refused_ = false;
 };
 
 asio::awaitable<void> HttpSession::run() {
   refresh_snapshot();
+  if (snap_->config.admin) conn_metrics_ = metrics_;
+  conn_listener_ = listener_index_;
+  if (conn_metrics_) conn_metrics_->connection_opened(conn_listener_);
   if (auto it = snap_->listener_tls.find(listener_name_); it != snap_->listener_tls.end()) {
     if (!co_await handshake(it->second)) {
       error_code ignored;
@@ -898,6 +916,9 @@ asio::awaitable<void> HttpSession::serve_cached(std::shared_ptr<const cache::Ent
 
 asio::awaitable<HttpSession::Next> HttpSession::handle() {
   served_any_ = true;
+  route_index_ = -1;
+  upstream_index_ = -1;
+  auth_refused_ = false;
   xs_->log.reset();
   xs_->exchange.rate_limited = false;  // (logged even when the exchange ends before the filters)
   xs_->log.method = xs_->head.method;
@@ -965,6 +986,7 @@ asio::awaitable<HttpSession::Next> HttpSession::handle() {
     write_access_log();
     co_return keep ? after_local : Next::Close;
   }
+  route_index_ = static_cast<int>(m.route_index);
   const CompiledRoute& route = snap_->routes[m.route_index];
   const config::Route& rc = *route.config;
   xs_->log.route = rc.name;
@@ -994,6 +1016,7 @@ asio::awaitable<HttpSession::Next> HttpSession::handle() {
                                      step.reason(), step.status(), xs_->request_id);
       xs_->log.error = step.log_detail().empty() ? step.reason() : step.log_detail();
       xs_->log.consumer = x.consumer();
+      auth_refused_ = step.status() == 401 || (step.status() == 403 && !x.rate_limited);
       co_await send_local(step.status(), body, "application/json", step.headers(),
                           !keep || has_body);
       write_access_log();
@@ -1053,6 +1076,7 @@ asio::awaitable<HttpSession::Next> HttpSession::handle() {
   }
   const CompiledUpstream& up = snap_->upstreams[static_cast<size_t>(up_index)];
   xs_->log.upstream = up.config->name;
+  upstream_index_ = up_index;
 
   const std::string upstream_path = snap_->router->rewrite_path(m, norm.path);
   Next n = co_await forward(up, static_cast<size_t>(up_index), upstream_path, x);
@@ -1441,6 +1465,25 @@ asio::awaitable<HttpSession::Next> HttpSession::forward(const CompiledUpstream& 
     target = &up.targets[*pick];
     tried[*pick] = true;
     ++xs_->log.attempts;
+    const auto attempt_started = Clock::now();
+    const int target_index = static_cast<int>(*pick);
+    auto attempt_done = [&](int status) {
+      if (metrics_ && snap_->config.admin) {
+        metrics_->upstream_request(static_cast<int>(up_index), target_index, status,
+                                   Clock::now() - attempt_started);
+      }
+    };
+    if (attempt > 0 && metrics_ && snap_->config.admin) {
+      stats::RetryReason why = stats::RetryReason::Status;
+      if (last.retryable_any_method()) {
+        why = stats::RetryReason::ConnectFailure;
+      } else if (last.kind == ErrorKind::UpstreamTimeout) {
+        why = stats::RetryReason::Timeout;
+      } else if (last.kind == ErrorKind::UpstreamReset && !got_head) {
+        why = stats::RetryReason::Reset;
+      }
+      metrics_->retry(static_cast<int>(up_index), why);
+    }
     xs_->log.target = target->address;
     target_load = Hold(target->state->in_flight);
 
@@ -1463,6 +1506,7 @@ asio::awaitable<HttpSession::Next> HttpSession::forward(const CompiledUpstream& 
         last = co_await upstream_handshake(*conn, up, *target, key, up_wd_, uc.timeouts.connect);
       }
       if (last) {
+        attempt_done(0);
         if (last.kind != ErrorKind::TlsFailed) {  // (the handshake logged its own reason)
           log::warn("upstream {} target {}: {}", uc.name, target->address, last.reason());
         }
@@ -1546,6 +1590,7 @@ asio::awaitable<HttpSession::Next> HttpSession::forward(const CompiledUpstream& 
       if (!body_read) close_after_ = true;  // the rest of the body is still on the wire
     }
     if (!sent) {
+      attempt_done(0);
       last = up_wd_.expired() ? Error{Source::Upstream, ErrorKind::UpstreamTimeout}
                               : Error{Source::Upstream, ErrorKind::UpstreamReset};
       drop_conn();
@@ -1609,6 +1654,7 @@ asio::awaitable<HttpSession::Next> HttpSession::forward(const CompiledUpstream& 
       rend += n;
     }
     const bool replayable_now = replay_ok && method_retryable;
+    attempt_done(got_head ? rhead.status : 0);
     if (!got_head) {
       drop_conn();
       // A pooled connection the upstream closed before answering: not the target's fault, and
@@ -1861,7 +1907,33 @@ asio::awaitable<HttpSession::Next> HttpSession::forward(const CompiledUpstream& 
   co_return Next::KeepAlive;
 }
 
+// Once per exchange (from write_access_log): counters, the rate ring, top clients.
+void HttpSession::record_metrics() {
+  if (!snap_->config.admin) return;  // nobody can read them: not collected
+  const int status = xs_->log.status;
+  const auto elapsed = Clock::now() - xs_->log.start;
+  if (metrics_) {
+    metrics_->request(route_index_, status, elapsed, xs_->log.bytes_in, xs_->log.bytes_out,
+                      listener_index_);
+    if (xs_->exchange.rate_limited) metrics_->rate_limited(route_index_);
+    if (auth_refused_) {
+      metrics_->auth_failure(route_index_, status == 401 ? stats::AuthFailure::Invalid
+                                                         : stats::AuthFailure::Forbidden);
+    }
+    const std::string_view c = xs_->log.cache;
+    if (c == "hit") metrics_->cache(route_index_, stats::CacheResult::Hit);
+    if (c == "miss") metrics_->cache(route_index_, stats::CacheResult::Miss);
+    if (c == "stale") metrics_->cache(route_index_, stats::CacheResult::Stale);
+  }
+  worker_.rates().record(
+      std::chrono::duration_cast<std::chrono::seconds>(Clock::now().time_since_epoch()).count(),
+      status);
+  worker_.top_requests().add(client_ip_, 1);
+  worker_.top_bytes().add(client_ip_, xs_->log.bytes_in + xs_->log.bytes_out);
+}
+
 void HttpSession::write_access_log() {
+  record_metrics();
   if (!log::access_enabled()) return;
   if (snap_->config.log.access_format == "combined") {
     write_combined_log();

@@ -5,16 +5,21 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
+#include <cmath>
 #include <csignal>
 #include <cstring>
 #include <fstream>
 #include <iostream>
+#include <map>
 #include <set>
 #include <sstream>
 #include <thread>
+#include <tuple>
 
 #include <fmt/format.h>
+#include <boost/json.hpp>
 
 #include "config/config.h"
 #include "core/file.h"
@@ -122,6 +127,21 @@ class Gateway {
     AdminHooks hooks;
     hooks.snapshot = [this] { return current_; };
     hooks.reload = [this] { return reload(); };
+    hooks.metrics = [] { return metrics_registry().prometheus(); };
+    hooks.stats = [this] { return stats_json(); };
+    metrics_registry().set_target_health([this] {
+      std::vector<stats::TargetHealth> out;
+      auto snap = current_;  // (scrapes run on this thread too)
+      const int64_t now = upstream::steady_now_ms();
+      for (const auto& u : snap->upstreams) {
+        for (const auto& t : u.targets) {
+          out.push_back(
+              {u.config->name, t.address,
+               t.state->healthy.load(std::memory_order_relaxed) && !t.state->ejected(now)});
+        }
+      }
+      return out;
+    });
     admin_ = std::make_unique<AdminServer>(main_io, std::move(hooks));
     if (cfg.admin) {
       if (!admin_->start(*cfg.admin, err)) {
@@ -220,6 +240,7 @@ class Gateway {
       log::error("reload rejected: {} error(s); the previous config keeps serving", errors.size());
       for (const auto& e : errors) log::error("{}", e);
       out.errors = std::move(errors);
+      metrics_registry().config_reload(stats::ReloadResult::Failure);
       return out;
     }
     // New listeners are bound here first, so a port in use rejects the whole reload.
@@ -238,6 +259,7 @@ class Gateway {
             for (auto& s : v) ::close(s.fd);
           }
           out.errors.push_back(fmt::format("cannot listen on {}: {}", key, err));
+          metrics_registry().config_reload(stats::ReloadResult::Failure);
           return out;
         }
         added[i].push_back({key, l.name, fd});
@@ -258,7 +280,120 @@ class Gateway {
     log::info("config reloaded, checksum {}, generation {}", snap->checksum, snap->generation);
     out.ok = true;
     out.checksum = snap->checksum;
+    metrics_registry().config_reload(stats::ReloadResult::Success);
     return out;
+  }
+
+  // GET /api/stats: rates over 1/10/60 s, status classes per second, per-route and per-upstream
+  // counters and latency percentiles, upstream health, top clients (merged from the workers'
+  // heavy-hitter sketches).
+  std::string stats_json() {
+    namespace json = boost::json;
+    stats::Registry& reg = metrics_registry();
+    const int64_t now_s = std::chrono::duration_cast<std::chrono::seconds>(
+                              std::chrono::steady_clock::now().time_since_epoch())
+                              .count();
+    stats::RateSeries series = reg.rate_series(now_s);
+    stats::Rates rates = series.rates();
+    stats::Totals totals = reg.totals();
+    auto classes = [](const std::array<uint64_t, stats::kStatusClasses>& a) {
+      json::object o;
+      for (size_t i = 0; i < stats::kStatusClasses; ++i) {
+        o[std::string(stats::kStatusLabels[i])] = a[i];
+      }
+      return o;
+    };
+    auto ms = [](double seconds) { return std::round(seconds * 1e6) / 1e3; };
+    json::array per_second;
+    for (const auto& sec : series.seconds) {
+      json::object o = classes(sec.by_class);
+      o["ago_s"] = now_s - sec.second;
+      per_second.push_back(std::move(o));
+    }
+    json::array routes;
+    std::array<uint64_t, stats::kStatusClasses> all{};
+    stats::HistogramCounts all_duration;
+    for (const auto& [name, r] : totals.routes) {
+      for (size_t i = 0; i < all.size(); ++i) all[i] += r.requests[i];
+      all_duration.add(r.duration);
+      uint64_t n = 0;
+      for (auto c : r.requests) n += c;
+      routes.push_back(json::object{
+          {"route", name.empty() ? json::value(nullptr) : json::value(name)},
+          {"requests", n},
+          {"status", classes(r.requests)},
+          {"p50_ms", ms(r.duration.quantile(0.5))},
+          {"p90_ms", ms(r.duration.quantile(0.9))},
+          {"p99_ms", ms(r.duration.quantile(0.99))},
+          {"rate_limited", r.rate_limited},
+          {"cache", json::object{{"hit", r.cache[0]}, {"miss", r.cache[1]}, {"stale", r.cache[2]}}},
+          {"auth_failures", r.auth_failures[0] + r.auth_failures[1] + r.auth_failures[2]}});
+    }
+    auto snap = current_;
+    const int64_t now_ms = upstream::steady_now_ms();
+    json::array upstreams;
+    for (const auto& u : snap->upstreams) {
+      const std::string& name = u.config->name;
+      auto it = totals.upstreams.find(name);
+      json::array targets;
+      for (const auto& t : u.targets) {
+        json::object o{{"address", t.address},
+                       {"healthy", t.state->healthy.load(std::memory_order_relaxed)},
+                       {"ejected", t.state->ejected(now_ms)},
+                       {"drained", t.state->drained.load(std::memory_order_relaxed)},
+                       {"in_flight", t.state->in_flight.load(std::memory_order_relaxed)}};
+        if (it != totals.upstreams.end()) {
+          auto tt = it->second.targets.find(t.address);
+          if (tt != it->second.targets.end()) o["status"] = classes(tt->second);
+        }
+        targets.push_back(std::move(o));
+      }
+      json::object o{{"upstream", name}, {"targets", std::move(targets)}};
+      if (it != totals.upstreams.end()) {
+        o["p50_ms"] = ms(it->second.duration.quantile(0.5));
+        o["p99_ms"] = ms(it->second.duration.quantile(0.99));
+        uint64_t retries = 0;
+        for (auto r : it->second.retries) retries += r;
+        o["retries"] = retries;
+      }
+      upstreams.push_back(std::move(o));
+    }
+    // Top clients: each worker keeps a Space-Saving sketch; a client's counts are added up.
+    auto top = [&](bool by_bytes) {
+      std::map<std::string, std::pair<uint64_t, uint64_t>> merged;  // client -> (count, error)
+      for (auto& w : workers_) {
+        for (const auto& item : (by_bytes ? w->top_bytes() : w->top_requests()).top(64)) {
+          auto& [count, error] = merged[item.key];
+          count += item.count;
+          error += item.error;
+        }
+      }
+      std::vector<std::tuple<uint64_t, uint64_t, std::string>> sorted;
+      for (auto& [k, v] : merged) sorted.emplace_back(v.first, v.second, k);
+      std::sort(sorted.rbegin(), sorted.rend());
+      json::array out;
+      for (size_t i = 0; i < sorted.size() && i < 10; ++i) {
+        auto& [count, error, client] = sorted[i];
+        out.push_back(json::object{
+            {"client", client}, {by_bytes ? "bytes" : "requests", count}, {"error", error}});
+      }
+      return out;
+    };
+    uint64_t total = 0;
+    for (auto c : all) total += c;
+    json::object out{
+        {"generation", snap->generation},
+        {"checksum", snap->checksum},
+        {"rps", json::object{{"1s", rates.rps_1s}, {"10s", rates.rps_10s}, {"60s", rates.rps_60s}}},
+        {"requests", total},
+        {"status", classes(all)},
+        {"p50_ms", ms(all_duration.quantile(0.5))},
+        {"p99_ms", ms(all_duration.quantile(0.99))},
+        {"per_second", std::move(per_second)},
+        {"routes", std::move(routes)},
+        {"upstreams", std::move(upstreams)},
+        {"top_clients", json::object{{"by_requests", top(false)}, {"by_bytes", top(true)}}}};
+    return json::serialize(out) + "\n";
   }
 
   // A reload may move, add or remove the admin listener (its token applies per request).

@@ -76,6 +76,11 @@ std::pair<std::shared_ptr<cache::Store>, std::shared_ptr<cache::Inflight>> share
 }
 }  // namespace
 
+stats::Registry& metrics_registry() {
+  static auto* registry = new stats::Registry();  // process lifetime
+  return *registry;
+}
+
 upstream::StateRegistry& state_registry() {
   static upstream::StateRegistry* registry = new upstream::StateRegistry();  // process lifetime
   return *registry;
@@ -210,6 +215,15 @@ std::shared_ptr<const Snapshot> compile_snapshot(config::Config cfg, const std::
   }
   if (!errors.empty()) return nullptr;
   snap->router = router::Router::compile(c.routes);
+  auto layout = std::make_shared<stats::Layout>();
+  for (const auto& r : c.routes) layout->routes.push_back(r.name);
+  for (const auto& l : c.listeners) layout->listeners.push_back(l.name);
+  for (const auto& u : snap->upstreams) {
+    layout->upstreams.push_back(u.config->name);
+    auto& targets = layout->targets.emplace_back();
+    for (const auto& t : u.targets) targets.push_back(t.address);
+  }
+  snap->layout = std::move(layout);
   return snap;
 }
 

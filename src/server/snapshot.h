@@ -20,6 +20,7 @@
 #include "config/config.h"
 #include "filters/filter.h"
 #include "router/router.h"
+#include "stats/metrics.h"
 #include "tls/tls.h"
 #include "upstream/balancer.h"
 #include "upstream/target_state.h"
@@ -80,6 +81,8 @@ struct Snapshot {
   // when `cache.max_size` changes). Null when no route caches.
   std::shared_ptr<cache::Store> cache;
   std::shared_ptr<cache::Inflight> inflight;
+  // The metric label names behind route/upstream/listener/target indexes of this snapshot.
+  std::shared_ptr<const stats::Layout> layout;
   std::string checksum;  // hex FNV-1a of the config file text
   std::chrono::system_clock::time_point loaded_at;
 };
@@ -90,6 +93,8 @@ std::string resolve(const std::string& host, std::string& error);
 
 // The process-wide registry of target health/ejection/drain state (kept across reloads).
 upstream::StateRegistry& state_registry();
+// The process-wide metrics registry (per-worker blocks, scraped by the admin API).
+stats::Registry& metrics_registry();
 
 // Compiles a validated config. Hostname targets get their first address with a blocking
 // getaddrinfo (so call this on the main thread, never on a worker); one that does not resolve

@@ -154,6 +154,7 @@ asio::awaitable<void> Worker::rate_sync_loop(uint64_t generation) {
 void Worker::start(std::shared_ptr<const Snapshot> snapshot, std::vector<ListenerSocket> sockets) {
   asio::post(*io_, [this, snapshot = std::move(snapshot), sockets = std::move(sockets)]() mutable {
     snapshot_ = std::move(snapshot);
+    metrics_ = metrics_registry().add_worker(snapshot_->layout);
     update_redis();
     for (auto& s : sockets) open_listener(std::move(s));
     asio::co_spawn(*io_, housekeeping(), asio::detached);
@@ -176,6 +177,7 @@ void Worker::apply(std::shared_ptr<const Snapshot> snapshot, std::vector<Listene
   asio::post(*io_, [this, snapshot = std::move(snapshot), added = std::move(added),
                     removed = std::move(removed)]() mutable {
     snapshot_ = std::move(snapshot);
+    metrics_ = metrics_registry().add_worker(snapshot_->layout);
     update_redis();
     for (const auto& key : removed) {
       auto it = acceptors_.find(key);

@@ -19,6 +19,8 @@
 
 #include "server/asio.h"
 #include "server/snapshot.h"
+#include "stats/rates.h"
+#include "stats/topk.h"
 #include "upstream/balancer.h"
 
 namespace sluice::server {
@@ -131,6 +133,13 @@ class Worker {
   BufferPool& buffers() { return buffers_; }
   uint64_t random() { return rng_(); }
   const std::string& http_date();  // IMF-fixdate, refreshed once per second
+  // This worker's metrics block for snapshot() (a new one per generation), and its traffic
+  // figures (requests per second, top clients).
+  const std::shared_ptr<stats::WorkerMetrics>& metrics() const { return metrics_; }
+  stats::RateRing& rates() { return *rates_; }
+  // Any thread (internally locked; only this worker writes).
+  stats::TopK& top_requests() { return top_requests_; }
+  stats::TopK& top_bytes() { return top_bytes_; }
   void add_session(Session* s);
   void remove_session(Session* s);
 
@@ -164,6 +173,10 @@ class Worker {
   bool draining_ = false;
   std::mt19937_64 rng_;
   std::string date_;
+  std::shared_ptr<stats::WorkerMetrics> metrics_;
+  std::shared_ptr<stats::RateRing> rates_ = metrics_registry().add_rate_ring();
+  stats::TopK top_requests_{64};
+  stats::TopK top_bytes_{64};
   // `rate_limits.redis`: this worker's client (global rate limits), and what it was made from.
   std::unique_ptr<RedisClient> redis_;
   std::string redis_settings_;
