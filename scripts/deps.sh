@@ -9,10 +9,12 @@ BUILD_PKGS=(
   libssl-dev libnghttp2-dev libyaml-cpp-dev libre2-dev libhiredis-dev libpugixml-dev
   libcli11-dev libfmt-dev libspdlog-dev libcrypt-dev zlib1g-dev libbrotli-dev libmimalloc-dev
   libgtest-dev libgmock-dev libbenchmark-dev
+  libjs-dygraphs
 )
 TEST_PKGS=(
   python3 python3-pytest python3-httpx python3-requests python3-jwt python3-cryptography
   python3-redis python3-prometheus-client curl wrk nginx-light haproxy redis-server redis-tools procps
+  chromium chromium-driver python3-selenium
 )
 
 want=("${BUILD_PKGS[@]}")

@@ -162,6 +162,8 @@ class RateLimitFilter final : public Filter {
   }
 
  private:
+  friend std::vector<LimitVerdict> filters::explain_rate_limits(const Filter&, const Exchange&);
+
   // The bucket key of this request for `rl`; false when the limit does not apply to it.
   static bool key_of(const Exchange& x, const config::RateLimit& rl, std::string& key) {
     key.clear();
@@ -296,6 +298,35 @@ std::unique_ptr<const Filter> make_rate_limit_filter(const config::Route& route,
   }
   if (entries.empty()) return nullptr;
   return std::make_unique<RateLimitFilter>(route.name, std::move(entries));
+}
+
+std::vector<LimitVerdict> explain_rate_limits(const Filter& filter, const Exchange& x) {
+  std::vector<LimitVerdict> out;
+  const auto* f = dynamic_cast<const RateLimitFilter*>(&filter);
+  if (f == nullptr) return out;
+  const int64_t now = now_ns();
+  for (const auto& e : f->limits_) {
+    const config::RateLimit& rl = *e.config;
+    LimitVerdict v;
+    v.key = rl.key == config::RateLimit::Key::Header ? "header:" + rl.header
+                                                     : std::string(key_name(rl));
+    const bool global = rl.scope == config::RateLimit::Scope::Global;
+    v.scope = !global ? "local" : (rl.sync.count() == 0 ? "global strict" : "global sync");
+    const char* unit = rl.period == std::chrono::hours(1)     ? "h"
+                       : rl.period == std::chrono::minutes(1) ? "min"
+                                                              : "s";
+    v.rate = fmt::format("{}/{}", rl.rate, unit);
+    std::string key;
+    v.applies = RateLimitFilter::key_of(x, rl, key);
+    v.value = key;
+    if (v.applies && e.limiter) {
+      ratelimit::Decision d = e.limiter->peek(key, now);
+      v.allowed = d.allowed;
+      v.remaining = d.remaining;
+    }
+    out.push_back(std::move(v));
+  }
+  return out;
 }
 
 std::vector<std::string> rate_limit_scripts() { return {kStrictScript, kSyncScript}; }

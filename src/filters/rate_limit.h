@@ -34,6 +34,19 @@ std::vector<std::string> rate_limit_scripts();
 // Redis answers. Called on the worker's thread every few milliseconds.
 void flush_rate_limit_deltas(server::RedisClient& redis);
 
+// The admin's explain: what each limit of a route's rate_limit filter would answer now, as JSON
+// objects' fields, without charging anything (global strict limits are not asked: no Redis call).
+struct LimitVerdict {
+  std::string key;    // "ip" / "consumer" / "header:x" / "route"
+  std::string value;  // the bucket key of this request ("" = the limit does not apply)
+  std::string scope;  // "local" | "global strict" | "global sync"
+  bool applies = false;
+  bool allowed = true;
+  uint64_t remaining = 0;
+  std::string rate;  // "10/s"
+};
+std::vector<LimitVerdict> explain_rate_limits(const Filter& rate_limit_filter, const Exchange& x);
+
 // The RateLimit-* headers for an answer of the exchange (none when no limit applied).
 void append_rate_limit_headers(const Exchange& x,
                                std::vector<std::pair<std::string, std::string>>& out);

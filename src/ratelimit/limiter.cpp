@@ -268,6 +268,29 @@ Decision Limiter::decide(std::string_view key, int64_t now_ns) {
   return d;
 }
 
+Decision Limiter::peek(std::string_view key, int64_t now_ns) const {
+  const uint64_t h = hash(key);
+  Shard& shard = shards_[h & shard_mask_];
+  std::lock_guard lock(shard.mu);
+  const Rule& rule = shard.rule;
+  const Slot* slot = shard.find(h);
+  const int64_t tat = slot != nullptr ? std::max(slot->tat, now_ns) : now_ns;
+  const int64_t wait = sub_saturated(tat, now_ns);
+  Decision d;
+  d.limit = rule.burst;
+  if (wait > rule.tolerance) {
+    d.reset_ns = wait;
+    d.retry_after_ns = wait - rule.tolerance;
+    return d;
+  }
+  d.allowed = true;
+  d.reset_ns = sub_saturated(add_saturated(tat, rule.interval), now_ns);
+  const int64_t left =
+      rule.tolerance + rule.interval - std::min(d.reset_ns, rule.tolerance + rule.interval);
+  d.remaining = std::min(static_cast<uint64_t>(left / rule.interval), rule.burst - 1);
+  return d;
+}
+
 void Limiter::raise(std::string_view key, int64_t tat_ns, int64_t now_ns) {
   const uint64_t h = hash(key);
   Shard& shard = shards_[h & shard_mask_];

@@ -91,6 +91,9 @@ class Limiter {
   // Charges one request of `key` at `now_ns` if its budget allows it. An empty key is a key.
   Decision decide(std::string_view key, int64_t now_ns);
 
+  // What decide() would answer at `now_ns`, without charging anything (the admin's explain).
+  Decision peek(std::string_view key, int64_t now_ns) const;
+
   // Makes `key`'s bucket at least as full as a TAT learned elsewhere (the global state of a
   // `sync: <interval>` limit): TAT = max(TAT, tat_ns). `now_ns` as for decide().
   void raise(std::string_view key, int64_t tat_ns, int64_t now_ns);

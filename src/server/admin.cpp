@@ -12,6 +12,7 @@
 #include "core/log.h"
 #include "http/parser.h"
 #include "server/asio.h"
+#include "server/explain.h"
 #include "server/snapshot.h"
 #include "server/watchdog.h"
 
@@ -294,6 +295,15 @@ struct AdminServer::Impl : std::enable_shared_from_this<Impl> {
           snap->cache ? snap->cache->purge_prefix(query_param(head.query, "host"), prefix) : 0;
       log::info("admin: purged {} cached response(s) under {}", purged, prefix);
       return json_response(200, json::object{{"purged", purged}, {"prefix", prefix}});
+    }
+    if (path == "/api/explain") {
+      if (auto r = only("POST")) return *r;
+      ExplainResult e = explain(*snap, body);
+      Response r;
+      r.status = e.status;
+      r.body = std::move(e.json);
+      r.body += '\n';
+      return r;
     }
     // POST /api/upstreams/{name}/targets/{address}/drain | undrain
     auto parts = split_path(path);

@@ -138,3 +138,80 @@ def test_admin_listener_follows_reloads(gateway_factory, backend):
         raise AssertionError("the old admin port still answers")
     except requests.ConnectionError:
         pass
+
+
+def test_explain_answers_a_table_of_requests(gateway_factory, backend_factory):
+    a, b = backend_factory("a"), backend_factory("b")
+    cfg, port = with_admin(proxy_config(
+        {"app": {"targets": [a.address, b.address], "balance": "maglev", "hash_on": "header:x-user"}},
+        [{"name": "health", "match": {"path_exact": "/healthz"}, "respond": {"status": 200}},
+         {"name": "admin-only", "match": {"path": "/admin", "methods": ["POST"]}, "upstream": "app",
+          "auth": "keys", "allow": {"groups": ["staff"]}},
+         {"name": "blocked", "match": {"path": "/blocked"}, "respond": {"status": 200},
+          "deny": {"ips": ["10.0.0.0/8"]}},
+         {"name": "api", "match": {"path": "/api", "host": ["api.test"]}, "upstream": "app",
+          "rate_limit": [{"key": "ip", "rate": "10/min"}], "cache": {"ttl": "10s"}}],
+        consumers=[{"name": "alice", "groups": ["staff"], "api_keys": ["key:alice-key"]},
+                   {"name": "bob", "api_keys": ["key:bob-key"]}],
+        auth={"keys": {"api_key": {"header": "x-api-key"}}}))
+    gateway_factory(cfg)
+
+    def explain(**req):
+        r = admin_get_json(port, "/api/explain", req)
+        assert r.status_code == 200, r.text
+        return r.json()
+
+    table = [
+        ({"method": "GET", "url": "/healthz"},
+         {"outcome": "matched", "route": "health", "status": 200}),
+        ({"method": "GET", "url": "/nothing"},
+         {"outcome": "not_found", "status": 404}),
+        ({"method": "GET", "url": "/admin/x"},
+         {"outcome": "method_not_allowed", "status": 405, "allow": "POST"}),
+        ({"method": "POST", "url": "/admin/x", "headers": {"x-api-key": "alice-key", "x-user": "u1"}},
+         {"outcome": "matched", "route": "admin-only", "consumer": "alice", "upstream": "app"}),
+        ({"method": "POST", "url": "/admin/x", "headers": {"x-api-key": "bob-key"}},
+         {"outcome": "matched", "route": "admin-only", "consumer": "bob"}),
+        ({"method": "POST", "url": "/admin/x"},
+         {"outcome": "matched", "route": "admin-only", "consumer": None}),
+        ({"method": "GET", "url": "/blocked", "client_ip": "10.1.1.1"},
+         {"outcome": "matched", "route": "blocked"}),
+        ({"method": "GET", "url": "http://api.test/api/items?x=1", "headers": {"x-user": "u1"}},
+         {"outcome": "matched", "route": "api", "upstream": "app", "hash_key": "u1"}),
+    ]
+    for request, expected in table:
+        got = explain(**request)
+        for key, value in expected.items():
+            assert got.get(key) == value, (request, key, got)
+    # why the earlier routes did not match
+    got = explain(method="GET", url="http://api.test/api/items")
+    assert [(r["route"], r["matches"], r.get("failed")) for r in got["routes"]] == [
+        ("health", False, "path"), ("admin-only", False, "path"), ("blocked", False, "path"), ("api", True, None)]
+    # policy verdicts: bob is authenticated but not in staff -> allow refuses; no key -> 401
+    bob = explain(method="POST", url="/admin/x", headers={"x-api-key": "bob-key"})
+    assert [(p["policy"], p["verdict"]) for p in bob["policies"]] == [("auth", "pass"), ("allow", 403)]
+    anon = explain(method="POST", url="/admin/x")
+    assert anon["policies"][0]["policy"] == "auth" and anon["policies"][0]["verdict"] == 401
+    blocked = explain(method="GET", url="/blocked", client_ip="10.1.1.1")
+    assert blocked["policies"][0]["verdict"] == 403
+    api = explain(method="GET", url="http://api.test/api/items", headers={"x-user": "u1"})
+    limit = api["policies"][0]["limits"][0]
+    assert limit["allowed"] is True and limit["remaining"] == 9 and limit["bucket"] == "127.0.0.1"
+    assert api["cache"]["entry"] == "none"
+    # the hash balancer's answer is stable and is one of the targets; explain sends nothing
+    assert api["target"] in (a.address, b.address)
+    assert explain(method="GET", url="http://api.test/api/items", headers={"x-user": "u1"})["target"] == api["target"]
+    assert a.requests == [] and b.requests == []
+    # a drained target is reported unavailable and never picked
+    admin_get(port, f"/api/upstreams/app/targets/{api['target']}/drain", method="POST")
+    again = explain(method="GET", url="http://api.test/api/items", headers={"x-user": "u1"})
+    assert again["target"] != api["target"]
+    assert again["unavailable"] == [{"target": api["target"], "why": "drained"}]
+    assert admin_get_json(port, "/api/explain", "not json", raw=True).status_code == 400
+
+
+def admin_get_json(port, path, body, token=TOKEN, raw=False):
+    with requests.Session() as s:
+        s.trust_env = False
+        return s.post(f"http://{HOST}:{port}{path}", data=body if raw else json.dumps(body),
+                      headers={"Authorization": f"Bearer {token}"}, timeout=10)
