@@ -8,6 +8,8 @@
 #include <span>
 #include <utility>
 
+#include <openssl/crypto.h>
+
 #include <fmt/format.h>
 
 #include <boost/asio/thread_pool.hpp>
@@ -552,6 +554,19 @@ class HttpSession final : public server::Session {
                            const CompiledTarget& target, http::BodyKind body_kind, std::string& h);
   void write_access_log();
   void record_metrics();
+  // The `sluice-trace` response header value: phase decisions and times so far.
+  std::string trace_value() const {
+    auto ms = std::chrono::duration<double, std::milli>(Clock::now() - xs_->log.start).count();
+    std::string v = trace_;
+    if (!xs_->log.target.empty()) {
+      v += fmt::format("; target={}; attempts={}", xs_->log.target, xs_->log.attempts);
+    }
+    if (xs_->log.upstream_us >= 0)
+      v += fmt::format("; upstream_ms={:.3f}", xs_->log.upstream_us / 1e3);
+    if (xs_->log.cache != "-"sv) v += fmt::format("; cache={}", xs_->log.cache);
+    v += fmt::format("; total_ms={:.3f}", ms);
+    return v;
+  }
   void write_combined_log();
   // The read buffer and the exchange scratch are held only while a request is in progress.
   void ensure_buffer() {
@@ -605,6 +620,9 @@ class HttpSession final : public server::Session {
   int route_index_ = -1;     // this exchange's route in snap_, -1 = none matched
   int upstream_index_ = -1;  // this exchange's upstream in snap_
   bool auth_refused_ = false;
+  // `x-sluice-trace: <admin token>`: the decisions of this exchange, for a `sluice-trace` header.
+  bool tracing_ = false;
+  std::string trace_;
 };
 
 asio::awaitable<void> HttpSession::run() {
@@ -876,6 +894,10 @@ asio::awaitable<void> HttpSession::serve_cached(std::shared_ptr<const cache::Ent
   for (auto it = route_->filters.rbegin(); it != route_->filters.rend(); ++it) {
     (*it)->on_response(x);
   }
+  if (tracing_) {
+    x.response_headers.push_back(
+        {"sluice-trace", x.own(trace_value() + fmt::format("; served={}", state))});
+  }
   const bool head_only = xs_->log.method == "HEAD";
   std::string& out = xs_->out;
   out.clear();
@@ -919,6 +941,7 @@ asio::awaitable<HttpSession::Next> HttpSession::handle() {
   route_index_ = -1;
   upstream_index_ = -1;
   auth_refused_ = false;
+  tracing_ = false;
   xs_->log.reset();
   xs_->exchange.rate_limited = false;  // (logged even when the exchange ends before the filters)
   xs_->log.method = xs_->head.method;
@@ -987,6 +1010,18 @@ asio::awaitable<HttpSession::Next> HttpSession::handle() {
     co_return keep ? after_local : Next::Close;
   }
   route_index_ = static_cast<int>(m.route_index);
+  tracing_ = false;
+  if (auto t = xs_->head.header("x-sluice-trace");
+      t.found && snap_->config.admin && !snap_->config.admin->token.empty()) {
+    const std::string& token = snap_->config.admin->token;
+    tracing_ = t.value.size() == token.size() &&
+               CRYPTO_memcmp(t.value.data(), token.data(), token.size()) == 0;
+    if (tracing_) {
+      trace_ = fmt::format(
+          "route={} ({:.3f}ms)", snap_->routes[m.route_index].config->name,
+          std::chrono::duration<double, std::milli>(Clock::now() - xs_->log.start).count());
+    }
+  }
   const CompiledRoute& route = snap_->routes[m.route_index];
   const config::Route& rc = *route.config;
   xs_->log.route = rc.name;
@@ -1011,14 +1046,21 @@ asio::awaitable<HttpSession::Next> HttpSession::handle() {
         break;
       }
     }
+    if (tracing_) {
+      trace_ +=
+          fmt::format("; {}={}", f->name(),
+                      step.kind() == filters::Step::Kind::Respond ? std::to_string(step.status())
+                                                                  : std::string("pass"));
+    }
     if (step.kind() == filters::Step::Kind::Respond) {
       std::string body = fmt::format(R"({{"error":"{}","status":{},"request_id":"{}"}})",
                                      step.reason(), step.status(), xs_->request_id);
       xs_->log.error = step.log_detail().empty() ? step.reason() : step.log_detail();
       xs_->log.consumer = x.consumer();
       auth_refused_ = step.status() == 401 || (step.status() == 403 && !x.rate_limited);
-      co_await send_local(step.status(), body, "application/json", step.headers(),
-                          !keep || has_body);
+      std::vector<std::pair<std::string, std::string>> headers = step.headers();
+      if (tracing_) headers.emplace_back("sluice-trace", trace_value());
+      co_await send_local(step.status(), body, "application/json", headers, !keep || has_body);
       write_access_log();
       co_return (!keep || has_body) ? Next::Close : Next::KeepAlive;
     }
@@ -1042,6 +1084,7 @@ asio::awaitable<HttpSession::Next> HttpSession::handle() {
       if (ctype.empty() && !rc.respond.body.empty()) ctype = "text/plain";
       for (const auto& [k, v] : rc.response_headers.set) extra.emplace_back(k, v);
       filters::append_rate_limit_headers(x, extra);
+      if (tracing_) extra.emplace_back("sluice-trace", trace_value());
       co_await send_local(rc.respond.status, rc.respond.body, ctype, extra, close);
     } else {
       // (a named vector: GCC 12 miscompiles a braced temporary holding a string literal across
@@ -1122,7 +1165,8 @@ void HttpSession::build_upstream_head(const filters::Exchange& x, std::string_vi
       continue;
     }
     if (http::iequals(hd.name, "x-forwarded-proto") || http::iequals(hd.name, "x-forwarded-host") ||
-        http::iequals(hd.name, "x-request-id") || http::iequals(hd.name, "traceparent")) {
+        http::iequals(hd.name, "x-request-id") || http::iequals(hd.name, "traceparent") ||
+        http::iequals(hd.name, "x-sluice-trace")) {  // (it may carry the admin token)
       continue;
     }
     h += hd.name;
@@ -1798,6 +1842,11 @@ asio::awaitable<HttpSession::Next> HttpSession::forward(const CompiledUpstream& 
     (*it)->on_response(x);
   }
   if (route_->cache && xs_->log.cache != "-"sv) x.response_headers.push_back({"x-cache", "MISS"});
+  if (tracing_) {
+    xs_->log.upstream_us =
+        std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - started).count();
+    x.response_headers.push_back({"sluice-trace", x.own(trace_value())});
+  }
   if (!xs_->sticky_cookie.empty()) x.response_headers.push_back({"set-cookie", xs_->sticky_cookie});
   const bool http10 = xs_->head.version == http::Version::Http10;
   bool keep = xs_->head.keep_alive && !worker_.draining() && !close_after_;

@@ -12,6 +12,7 @@
 #include "core/log.h"
 #include "http/parser.h"
 #include "server/asio.h"
+#include "server/dashboard.h"
 #include "server/explain.h"
 #include "server/snapshot.h"
 #include "server/watchdog.h"
@@ -192,16 +193,17 @@ struct AdminServer::Impl : std::enable_shared_from_this<Impl> {
       }
       std::string body(buf.data() + consumed, static_cast<size_t>(head.content_length));
       Response resp = self->handle(head, body);
+      const bool head_only = head.method == "HEAD";
       const bool keep = head.keep_alive;
       // (the head's views point into `buf`: done with them before it moves)
       std::memmove(buf.data(), buf.data() + total, have - total);
       have -= total;
-      if (!co_await write(sock, wd, resp, keep) || !keep) co_return;
+      if (!co_await write(sock, wd, resp, keep, head_only) || !keep) co_return;
     }
   }
 
-  static asio::awaitable<bool> write(tcp::socket& sock, Watchdog& wd, const Response& r,
-                                     bool keep) {
+  static asio::awaitable<bool> write(tcp::socket& sock, Watchdog& wd, const Response& r, bool keep,
+                                     bool head_only = false) {
     std::string out = fmt::format(
         "HTTP/1.1 {} {}\r\nserver: sluice-admin\r\ncontent-type: {}\r\n"
         "content-length: {}\r\ncache-control: no-store\r\n",
@@ -209,7 +211,8 @@ struct AdminServer::Impl : std::enable_shared_from_this<Impl> {
     for (const auto& [k, v] : r.headers) out += fmt::format("{}: {}\r\n", k, v);
     if (!keep) out += "connection: close\r\n";
     out += "\r\n";
-    std::array<asio::const_buffer, 2> bufs{asio::buffer(out), asio::buffer(r.body)};
+    std::array<asio::const_buffer, 2> bufs{
+        asio::buffer(out), asio::buffer(r.body.data(), head_only ? 0 : r.body.size())};
     wd.arm(kIoTimeout, &sock);
     auto [ec, n] = co_await asio::async_write(sock, bufs, use_nothrow);
     wd.disarm();
@@ -219,6 +222,23 @@ struct AdminServer::Impl : std::enable_shared_from_this<Impl> {
   // ---- routing ----
 
   Response handle(const http::RequestHead& head, const std::string& body) {
+    // The dashboard holds no data, so it is served before the token check (a browser cannot
+    // send a bearer token when it navigates); its script sends the token on every /api call.
+    if (head.path == "/") {
+      if (head.method != "GET" && head.method != "HEAD") {
+        Response r = error_response(405, "method not allowed");
+        r.headers.emplace_back("allow", "GET");
+        return r;
+      }
+      Response r;
+      r.content_type = "text/html; charset=utf-8";
+      r.body = kDashboardPage;
+      r.headers.emplace_back("content-security-policy",
+                             "default-src 'none'; script-src 'unsafe-inline'; "
+                             "style-src 'unsafe-inline'; connect-src 'self'; img-src data:; "
+                             "base-uri 'none'; form-action 'none'; frame-ancestors 'none'");
+      return r;
+    }
     auto snap = hooks.snapshot();
     const std::string& token = snap && snap->config.admin ? snap->config.admin->token : empty_;
     if (!token.empty()) {

@@ -215,3 +215,31 @@ def admin_get_json(port, path, body, token=TOKEN, raw=False):
         s.trust_env = False
         return s.post(f"http://{HOST}:{port}{path}", data=body if raw else json.dumps(body),
                       headers={"Authorization": f"Bearer {token}"}, timeout=10)
+
+
+def test_sluice_trace_for_admin_token_holders_only(gateway_factory, backend, http):
+    cfg, port = with_admin(proxy_config(
+        {"app": [backend]},
+        [{"name": "local", "match": {"path": "/local"}, "respond": {"status": 200, "body": "x"}},
+         {"name": "keyed", "match": {"path": "/keyed"}, "upstream": "app", "auth": "keys"},
+         {"name": "main", "match": {"path": "/"}, "upstream": "app"}],
+        consumers=[{"name": "alice", "api_keys": ["key:alice-key"]}],
+        auth={"keys": {"api_key": {"header": "x-api-key"}}}))
+    gw = gateway_factory(cfg)
+    r = http.get(gw.url("/p"), headers={"x-sluice-trace": TOKEN})
+    trace = r.headers["sluice-trace"]
+    assert trace.startswith("route=main") and f"target={backend.address}" in trace
+    assert "attempts=1" in trace and "total_ms=" in trace
+    # never forwarded upstream (it carries the admin token)
+    assert backend.last.header("x-sluice-trace") is None
+    # a refusal shows the policy that refused
+    r = http.get(gw.url("/keyed"), headers={"x-sluice-trace": TOKEN})
+    assert r.status_code == 401 and "auth=401" in r.headers["sluice-trace"]
+    r = http.get(gw.url("/keyed"), headers={"x-sluice-trace": TOKEN, "x-api-key": "alice-key"})
+    assert "auth=pass" in r.headers["sluice-trace"]
+    assert "route=local" in http.get(gw.url("/local"), headers={"x-sluice-trace": TOKEN}).headers["sluice-trace"]
+    # anyone else's value is ignored
+    for value in ("guess", TOKEN + "x", ""):
+        r = http.get(gw.url("/p"), headers={"x-sluice-trace": value})
+        assert "sluice-trace" not in r.headers
+    assert backend.last.header("x-sluice-trace") is None
