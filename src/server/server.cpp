@@ -127,7 +127,14 @@ class Gateway {
     AdminHooks hooks;
     hooks.snapshot = [this] { return current_; };
     hooks.reload = [this] { return reload(); };
-    hooks.metrics = [] { return metrics_registry().prometheus(); };
+    hooks.metrics = [] {
+      return metrics_registry().prometheus() +
+             fmt::format(
+                 "# HELP sluice_log_dropped_lines_total Log lines dropped because the log "
+                 "could not keep up.\n# TYPE sluice_log_dropped_lines_total counter\n"
+                 "sluice_log_dropped_lines_total {}\n",
+                 log::dropped_lines());
+    };
     hooks.stats = [this] { return stats_json(); };
     metrics_registry().set_target_health([this] {
       std::vector<stats::TargetHealth> out;
@@ -183,6 +190,7 @@ class Gateway {
       signals.async_wait(on_signal);
     };
     signals.async_wait(on_signal);
+    watch_log_drops(main_io);
     main_io.run();
 
     admin_.reset();
@@ -413,6 +421,21 @@ class Gateway {
     }
   }
 
+  // Once a second: say so in the error log when log lines had to be dropped.
+  void watch_log_drops(asio::io_context& io) {
+    auto t = std::make_shared<asio::steady_timer>(io, std::chrono::seconds(1));
+    t->async_wait([this, t, &io](const error_code& ec) {
+      if (ec) return;
+      uint64_t now = log::dropped_lines();
+      if (now > reported_drops_) {
+        log::warn("{} log line(s) dropped in the last second: the log destination cannot keep up",
+                  now - reported_drops_);
+        reported_drops_ = now;
+      }
+      if (!io.stopped()) watch_log_drops(io);
+    });
+  }
+
   void poll_drain(asio::io_context& io) {
     int active = 0;
     for (auto& w : workers_) active += w->active_connections();
@@ -433,6 +456,7 @@ class Gateway {
   std::shared_ptr<const Snapshot> current_;
   Control control_;
   std::unique_ptr<AdminServer> admin_;
+  uint64_t reported_drops_ = 0;
   std::chrono::steady_clock::time_point deadline_;
 };
 

@@ -94,3 +94,38 @@ def test_access_log_off_writes_nothing(gateway_factory, backend, http):
     assert backend.wait_requests(1)
     gw.stop()
     assert gw.access_log() == []
+
+
+def test_error_log_names_the_cause_of_every_gateway_made_error(gateway_factory, backend, http):
+    from conftest import Reply, raw_request
+    backend.handler = lambda req: Reply(200, [], b"ok", delay=2.0 if req.path == "/slow" else 0)
+    gw = gateway_factory(proxy_config(
+        {"app": [backend], "dead": ["127.0.0.1:1"],
+         "slow": {"targets": [backend.address], "timeouts": {"request": "300ms"}, "retries": {"attempts": 0}}},
+        [{"match": {"path": "/keyed"}, "upstream": "app", "auth": "keys"},
+         {"match": {"path": "/limited"}, "respond": {"status": 200}, "rate_limit": [{"key": "ip", "rate": "1/min"}]},
+         {"match": {"path": "/denied"}, "respond": {"status": 200}, "deny": {"ips": ["127.0.0.0/8"]}},
+         {"match": {"path": "/down"}, "upstream": "dead"},
+         {"match": {"path": "/slow"}, "upstream": "slow"},
+         {"match": {"path": "/"}, "upstream": "app"}],
+        consumers=[{"name": "alice", "api_keys": ["key:alice-key"]}],
+        auth={"keys": {"api_key": {"header": "x-api-key"}}}))
+    assert http.get(gw.url("/keyed"), headers={"x-api-key": "wrong"}).status_code == 401
+    http.get(gw.url("/limited"))
+    assert http.get(gw.url("/limited")).status_code == 429
+    assert http.get(gw.url("/denied")).status_code == 403
+    assert http.get(gw.url("/down")).status_code == 502
+    assert http.get(gw.url("/slow")).status_code == 504
+    assert raw_request(gw.port, b"GET / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n").status == 400
+    wanted = {
+        "401": "by auth: auth failed",
+        "429": "by rate_limit: rate limited",
+        "403": "by ip_access",
+        "502": "upstream connection refused upstream dead",
+        "504": "upstream timeout upstream slow",
+        "400": "400",
+    }
+    for status, text in wanted.items():
+        gw.wait_error_log(text)
+    joined = "\n".join(gw.error_messages())
+    assert "wrong" not in joined  # never a credential

@@ -44,7 +44,7 @@ def test_health_ready_and_token(gateway_factory, backend, http):
     # the admin API is not on the public listener: there it is just a path of the routes
     r = http.get(gw.url("/api/upstreams"), headers={"Authorization": f"Bearer {TOKEN}"})
     assert r.json().get("backend") == "backend"  # proxied to the app like any path
-    assert "refused: wrong token" in "\n".join(gw.error_messages())
+    gw.wait_error_log("refused: wrong token")
 
 
 def test_config_view_has_no_secrets(gateway_factory, backend):

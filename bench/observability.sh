@@ -1,0 +1,268 @@
+#!/usr/bin/env bash
+# Cost of observability: requests/s of one sluice route proxying to one nginx backend with
+#   off       `log: { access: off }` and no `admin` (no metrics, rates or top clients collected);
+#   on        `log: { access: FILE, access_format: json }` and `admin: { listen }` (metrics, rates,
+#             top clients collected), while a background loop scrapes /metrics and /api/stats once
+#             a second, as Prometheus and the dashboard would;
+#   on-comb   the same with `access_format: combined`.
+# wrk keep-alive -t2 -c$CONNS --latency, ROUNDS interleaved rounds of DUR s (the order of the cases
+# rotates from round to round), medians, ratio to "off", p50/p99. After each "on" run the access
+# log must hold as many new lines as wrk reported requests (up to $CONNS more: requests in flight
+# when wrk stopped are answered and logged but not counted by wrk); fewer lines are reported
+# together with what the error log says about dropped lines. Also reported: access log bytes per
+# request, scrapes answered and their latency, and at the end whether `sluice_requests_total`
+# matches the lines in the access log. The log file is fsynced after each run, outside the timed
+# window, so the kernel's writeback of one run is not charged to a later run of another case.
+# One nginx backend (bench/peers/backend.conf.in), sluice `workers: $WORKERS` per instance.
+# Loopback only, ports 9601-9615, bounded in time, every process it starts is stopped by PID.
+#   bench/observability.sh      ROUNDS=5 DUR=5 CONNS=50 WORKERS=1 KEEP=0
+#                               BIN=build/release/sluice (KEEP=1 keeps the scratch dir: logs, wrk output)
+set -Eeuo pipefail
+cd "$(dirname "$0")/.."
+ROUNDS=${ROUNDS:-5}; DUR=${DUR:-5}; CONNS=${CONNS:-50}; WORKERS=${WORKERS:-1}; KEEP=${KEEP:-0}
+BIN=${BIN:-$PWD/build/release/sluice}
+[ -x "$BIN" ] || { echo "build the release binary first: make release" >&2; exit 1; }
+for tool in nginx wrk curl ss; do
+  command -v "$tool" >/dev/null || { echo "needs $tool" >&2; exit 1; }
+done
+
+BACKEND=9601
+CASES=(off on on-comb)
+declare -A PORT=([off]=9611 [on]=9612 [on-comb]=9614)
+declare -A ADMIN=([on]=9613 [on-comb]=9615)
+declare -A FORMAT=([on]=json [on-comb]=combined)
+declare -A LABEL=(
+  [off]="off: access log off, no admin"
+  [on]="on: json access log + admin, scraped 1/s"
+  [on-comb]="on: combined access log + admin, scraped 1/s")
+for p in $BACKEND "${PORT[@]}" "${ADMIN[@]}"; do
+  if ss -Hltn "sport = :$p" | grep -q .; then echo "port $p busy" >&2; exit 1; fi
+done
+
+RUN=$(mktemp -d /tmp/sluice-observability.XXXXXX)
+mkdir -p "$RUN/tmp" "$RUN/out"
+PIDS=(); BG=()  # long-lived processes; the scrape loop of the run in progress
+# shellcheck disable=SC2317  # invoked by the trap
+cleanup() {
+  local pid
+  for pid in "${BG[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+  for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+  for _ in $(seq 50); do  # at most 5 s, then SIGKILL what is left
+    local alive=0
+    for pid in "${PIDS[@]}"; do kill -0 "$pid" 2>/dev/null && alive=1; done
+    [ "$alive" = 0 ] && break
+    sleep 0.1
+  done
+  for pid in "${PIDS[@]}"; do kill -KILL "$pid" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  if [ "$KEEP" = 1 ]; then echo "scratch files kept in $RUN"; else rm -rf "$RUN"; fi
+}
+trap cleanup EXIT
+wait_port() {
+  for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0; sleep 0.05; done
+  echo "port $1 not up" >&2; return 1
+}
+
+# --- backend
+sed "s/@PORT@/$BACKEND/g" bench/peers/backend.conf.in >"$RUN/backend.conf"
+nginx -p "$RUN/" -c "$RUN/backend.conf" -g 'daemon off;' >"$RUN/backend.out" 2>&1 &
+PIDS+=($!)
+
+# --- sluice instances: conf NAME
+conf() {
+  local log="log: { access: off, error: stderr, level: info }" admin=""
+  if [ -n "${ADMIN[$1]:-}" ]; then
+    log="log: { access: $RUN/$1.access.log, access_format: ${FORMAT[$1]}, error: stderr, level: info }"
+    admin="admin: { listen: 127.0.0.1:${ADMIN[$1]} }"
+  fi
+  cat >"$RUN/$1.yaml" <<YAML
+listen: 127.0.0.1:${PORT[$1]}
+workers: $WORKERS
+shutdown_timeout: 2s
+$log
+$admin
+upstreams:
+  app: [127.0.0.1:$BACKEND]
+routes:
+  - { match: { path: / }, upstream: app }
+YAML
+}
+for c in "${CASES[@]}"; do
+  conf "$c"
+  if ! "$BIN" validate --config "$RUN/$c.yaml" >"$RUN/$c.validate" 2>&1; then
+    echo "config $c is invalid:" >&2; cat "$RUN/$c.validate" >&2
+    if grep -q 'not supported in this version' "$RUN/$c.validate"; then
+      echo "$BIN predates the admin API; rebuild it: flock /tmp/sluice-build.lock cmake --build build/release" >&2
+    fi
+    exit 1
+  fi
+done
+wait_port "$BACKEND"
+for c in "${CASES[@]}"; do
+  "$BIN" run -c "$RUN/$c.yaml" 2>"$RUN/$c.err" &
+  PIDS+=($!)
+done
+for c in "${CASES[@]}"; do
+  wait_port "${PORT[$c]}"
+  [ -n "${ADMIN[$c]:-}" ] && wait_port "${ADMIN[$c]}"
+done
+
+# --- sanity: every instance answers 200 through the backend; "on" ones log it and serve metrics
+for c in "${CASES[@]}"; do
+  code=$(curl -s -m 5 -o /dev/null -w '%{http_code}' "http://127.0.0.1:${PORT[$c]}/") || true
+  [ "$code" = 200 ] || { echo "$c: GET / answered '${code:-nothing}'" >&2; cat "$RUN/$c.err" >&2; exit 1; }
+  [ -n "${ADMIN[$c]:-}" ] || continue
+  body=$(curl -s -m 5 "http://127.0.0.1:${ADMIN[$c]}/metrics") || true  # (no grep -q in a pipe:
+  grep -q '^sluice_requests_total{' <<<"$body" ||                          #  SIGPIPE + pipefail)
+    { echo "$c: /metrics has no sluice_requests_total: metrics are not collected" >&2; exit 1; }
+  body=$(curl -s -m 5 "http://127.0.0.1:${ADMIN[$c]}/api/stats") || true
+  grep -q '"rps"' <<<"$body" || { echo "$c: /api/stats has no rps" >&2; exit 1; }
+done
+
+# --- measurement
+settle() {  # settle FILE: wait (at most 10 s) until the log thread has written what it was handed
+  local prev=-1 cur
+  sleep 0.3
+  for _ in $(seq 50); do
+    cur=$(stat -c %s "$1")
+    [ "$cur" = "$prev" ] && return 0
+    prev=$cur; sleep 0.2
+  done
+  echo "$1 still growing after 10 s" >&2
+}
+scrape_loop() {  # scrape_loop ADMIN_PORT OUTFILE: "path code seconds bytes" per scrape, 1/s
+  while :; do
+    for path in /metrics /api/stats; do
+      curl -s -m 2 -o /dev/null -w "$path %{http_code} %{time_total} %{size_download}\n" \
+        "http://127.0.0.1:$1$path" >>"$2" 2>/dev/null || echo "$path 000 2 0" >>"$2"
+    done
+    sleep 1
+  done
+}
+wrk_run() {  # wrk_run PORT SECONDS OUTFILE
+  timeout -k 5 $(($2 + 30)) wrk -t2 -c"$CONNS" -d"$2"s --timeout 2s --latency \
+    "http://127.0.0.1:$1/" >"$3" 2>&1
+}
+parse() {  # parse WRK_OUTPUT -> "rps p50_ms p99_ms requests non2xx socket_errors"
+  awk 'function ms(v) { if (v ~ /us$/) return v / 1000; if (v ~ /ms$/) return v + 0
+                        if (v ~ /s$/) return v * 1000; return v + 0 }
+       /Requests\/sec/ { rps = $2 }
+       /^ +50%/ { p50 = ms($2) }
+       /^ +99%/ { p99 = ms($2) }
+       / requests in / { reqs = $1 }
+       /Non-2xx or 3xx responses:/ { bad = $NF }
+       /Socket errors:/ { for (i = 1; i <= NF; i++) if ($i ~ /^[0-9]+,?$/) se += $i }
+       END { printf "%s %s %s %d %d %d\n", rps + 0, p50 + 0, p99 + 0, reqs, bad, se }' "$1"
+}
+# run_case CASE SECONDS TAG -> RES="rps p50 p99 reqs non2xx sockerr lines bytes scrapes_ok scrapes
+#                                   scrape_max_ms sync_ms" (the last six are 0 for "off")
+run_case() {
+  local c=$1 secs=$2 tag=$3 log="$RUN/$1.access.log" before=0 after lines=0 bytes=0
+  local sok=0 sall=0 smax=0 sync_ms=0 t0 scraper=""
+  if [ -n "${ADMIN[$c]:-}" ]; then
+    before=$(stat -c %s "$log")
+    scrape_loop "${ADMIN[$c]}" "$RUN/out/$tag-$c.scrape" &
+    scraper=$!; BG=("$scraper")
+  fi
+  wrk_run "${PORT[$c]}" "$secs" "$RUN/out/$tag-$c.txt"
+  read -r rps p50 p99 reqs bad se < <(parse "$RUN/out/$tag-$c.txt")
+  [ "$reqs" -gt 0 ] || { echo "$c: wrk made no requests" >&2; cat "$RUN/out/$tag-$c.txt" >&2; exit 1; }
+  if [ -n "$scraper" ]; then
+    kill -TERM "$scraper" 2>/dev/null || true; wait "$scraper" 2>/dev/null || true; BG=()
+    settle "$log"
+    after=$(stat -c %s "$log")
+    bytes=$((after - before))
+    lines=$(tail -c +$((before + 1)) "$log" | wc -l)
+    t0=$(date +%s%N); sync "$log"; sync_ms=$((($(date +%s%N) - t0) / 1000000))
+    read -r sok sall smax < <(awk '{ n++; if ($2 == 200) ok++; if ($3 * 1000 > m) m = $3 * 1000 }
+                                   END { printf "%d %d %.1f\n", ok, n, m }' "$RUN/out/$tag-$c.scrape")
+  fi
+  RES="$rps $p50 $p99 $reqs $bad $se $lines $bytes $sok $sall $smax $sync_ms"
+}
+
+echo "== observability cost: ROUNDS=$ROUNDS DUR=${DUR}s CONNS=$CONNS WORKERS=$WORKERS"
+echo "   binary $BIN ($(date -r "$BIN" '+%F %T'))"
+for c in "${CASES[@]}"; do run_case "$c" 1 warmup; done
+for r in $(seq "$ROUNDS"); do
+  for i in "${!CASES[@]}"; do  # rotate the order: round r starts with case (r-1) mod 3
+    c=${CASES[$(((i + r - 1) % ${#CASES[@]}))]}
+    run_case "$c" "$DUR" "$r"
+    echo "$RES" >>"$RUN/res-$c"
+    read -r rps p50 p99 reqs bad se lines bytes sok sall smax sync_ms <<<"$RES"
+    extra=""
+    if [ -n "${ADMIN[$c]:-}" ]; then
+      extra=$(awk -v n="$reqs" -v l="$lines" -v b="$bytes" -v ok="$sok" -v all="$sall" -v m="$smax" \
+                  -v s="$sync_ms" 'BEGIN { printf "  log %+d lines vs wrk, %.0f B/req  scrapes %d/%d (max %.1f ms)  fsync %d ms",
+                                           l - n, (l ? b / l : 0), ok, all, m, s }')
+    fi
+    awk -v r="$r" -v c="$c" -v rps="$rps" -v p50="$p50" -v p99="$p99" -v n="$reqs" -v bad="$bad" \
+        -v se="$se" -v x="$extra" 'BEGIN {
+      printf "round %s %-8s %8.0f req/s  p50 %6.2f ms  p99 %6.2f ms%s%s%s\n", r, c, rps, p50, p99, x,
+        (bad ? "  non-2xx " bad : ""), (se ? "  socket errors " se : "") }'
+  done
+done
+
+# --- summary
+median_col() {  # median_col FILE COLUMN
+  awk -v k="$2" '{ print $k }' "$1" | sort -g | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }'
+}
+base=$(median_col "$RUN/res-off" 1)
+echo
+echo "median of $ROUNDS rounds, wrk -t2 -c$CONNS ${DUR}s, sluice workers: $WORKERS, one route, one nginx backend"
+echo
+echo "| case | req/s | vs off | per-round ratio (median, min..max) | p50 ms | p99 ms | log lines - wrk requests (min..max) | access log B/req | scrapes answered | scrape max ms |"
+echo "|---|---|---|---|---|---|---|---|---|---|"
+warn=()
+for c in "${CASES[@]}"; do
+  f="$RUN/res-$c"
+  rps=$(median_col "$f" 1); p50=$(median_col "$f" 2); p99=$(median_col "$f" 3)
+  ratios=$(paste -d' ' "$f" "$RUN/res-off" | awk '{ print $1 / $13 }' | sort -g |
+           awk '{ a[NR] = $1 } END { printf "%.3f (%.3f..%.3f)", a[int((NR + 1) / 2)], a[1], a[NR] }')
+  if [ -n "${ADMIN[$c]:-}" ]; then
+    logcols=$(awk -v conns="$CONNS" '{ d = $7 - $4; if (NR == 1 || d < lo) lo = d; if (NR == 1 || d > hi) hi = d
+                                       l += $7; b += $8; ok += $9; all += $10; if ($11 > m) m = $11 }
+                                     END { printf "%+d..%+d | %.0f | %d/%d | %.1f", lo, hi, (l ? b / l : 0), ok, all, m }' "$f")
+  else
+    logcols="- | - | - | -"
+  fi
+  awk -v l="${LABEL[$c]}" -v rps="$rps" -v b="$base" -v rt="$ratios" -v p50="$p50" -v p99="$p99" \
+      -v lc="$logcols" 'BEGIN { printf "| %s | %.0f | %.3f | %s | %.2f | %.2f | %s |\n", l, rps, rps / b, rt, p50, p99, lc }'
+  read -r bad se < <(awk '{ b += $5; s += $6 } END { print b + 0, s + 0 }' "$f")
+  [ "$bad" -gt 0 ] && warn+=("$c: $bad non-2xx answers")
+  [ "$se" -gt 0 ] && warn+=("$c: $se socket errors")
+  if [ -n "${ADMIN[$c]:-}" ]; then
+    missing=$(awk -v conns="$CONNS" '{ d = $7 - $4; if (d < 0) m -= d } END { print m + 0 }' "$f")
+    extra=$(awk -v conns="$CONNS" '$7 - $4 > conns { n++ } END { print n + 0 }' "$f")
+    ndrop=$(grep -ci 'dropped' "$RUN/$c.err" || true)
+    if [ "$missing" -gt 0 ]; then
+      if [ "$ndrop" -gt 0 ]; then
+        warn+=("$c: $missing access log lines fewer than wrk requests; the error log reports it: $(grep -i -m1 dropped "$RUN/$c.err")")
+      else
+        warn+=("$c: $missing access log lines fewer than wrk requests, and the error log says nothing about dropped lines")
+      fi
+    fi
+    [ "$extra" -gt 0 ] && warn+=("$c: $extra round(s) with more than $CONNS log lines beyond wrk's request count")
+    [ "$(awk '$9 < $10 { n++ } END { print n + 0 }' "$f")" -gt 0 ] && warn+=("$c: some scrapes failed or timed out (2 s)")
+  fi
+done
+echo
+echo "vs off = ratio of the req/s medians; per-round ratio = each round's req/s over the same round's \"off\""
+
+# --- cross-checks over the whole life of each "on" instance (sanity + warm-up + rounds):
+# metrics count what the access log holds; error-log lines at warn/error level
+for c in "${CASES[@]}"; do
+  [ -n "${ADMIN[$c]:-}" ] || continue
+  settle "$RUN/$c.access.log"
+  total_lines=$(wc -l <"$RUN/$c.access.log")
+  total_metric=$(curl -s -m 5 "http://127.0.0.1:${ADMIN[$c]}/metrics" |
+                 awk '/^sluice_requests_total\{/ { s += $NF } END { printf "%d", s }')
+  echo "$c: access log $total_lines lines, $(stat -c %s "$RUN/$c.access.log") bytes; sluice_requests_total $total_metric"
+  [ "$total_lines" = "$total_metric" ] ||
+    warn+=("$c: sluice_requests_total ($total_metric) differs from the access log's $total_lines lines")
+done
+for c in "${CASES[@]}"; do
+  n=$(grep -c '"level":"\(warn\|error\)"' "$RUN/$c.err" || true)
+  [ "$n" -gt 0 ] && warn+=("$c: $n warn/error lines in the error log, e.g. $(grep -m1 '"level":"\(warn\|error\)"' "$RUN/$c.err")")
+done
+if [ "${#warn[@]}" -gt 0 ]; then echo; printf 'WARNING: %s\n' "${warn[@]}"; fi
+exit 0
