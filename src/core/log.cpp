@@ -209,6 +209,11 @@ void access(std::string&& line) {
   w.push(w.access_buf, line);
 }
 
+void access(std::string_view line) {
+  Writer& w = writer();
+  w.push(w.access_buf, line);
+}
+
 void write_error(Level level, std::string_view message) {
   std::string line;
   line.reserve(message.size() + 64);
@@ -230,9 +235,13 @@ void write_error(Level level, std::string_view message) {
 
 void json_escape(std::string& out, std::string_view s) {
   static constexpr char kHex[] = "0123456789abcdef";
-  for (char c : s) {
-    auto u = static_cast<unsigned char>(c);
-    switch (c) {
+  size_t run = 0;  // start of the current run of bytes that need no escaping (appended at once)
+  for (size_t i = 0; i < s.size(); ++i) {
+    const auto u = static_cast<unsigned char>(s[i]);
+    if (u >= 0x20 && u != 0x7f && u != '"' && u != '\\') continue;
+    out.append(s.data() + run, i - run);
+    run = i + 1;
+    switch (u) {
       case '"':
         out += "\\\"";
         break;
@@ -249,15 +258,12 @@ void json_escape(std::string& out, std::string_view s) {
         out += "\\t";
         break;
       default:
-        if (u < 0x20 || u == 0x7f) {
-          out += "\\u00";
-          out += kHex[u >> 4];
-          out += kHex[u & 15];
-        } else {
-          out += c;  // UTF-8 passes through; invalid bytes are the client's, kept verbatim
-        }
+        out += "\\u00";
+        out += kHex[u >> 4];
+        out += kHex[u & 15];
     }
   }
+  out.append(s.data() + run, s.size() - run);  // UTF-8 passes through verbatim
 }
 
 std::string rfc3339_now() {

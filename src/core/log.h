@@ -35,7 +35,8 @@ bool parse_level(std::string_view text, Level& out);
 uint64_t dropped_lines();
 bool access_enabled();
 
-void access(std::string&& line);  // one access-log line, without trailing newline
+void access(std::string&& line);     // one access-log line, without trailing newline
+void access(std::string_view line);  // (copied: callers may reuse their buffer)
 void write_error(Level level, std::string_view message);
 
 inline bool enabled(Level level);

@@ -192,6 +192,13 @@ struct CacheFill {
   }
 };
 
+// Microseconds as milliseconds with three decimals ("12.345"), without a float or fmt.
+void append_ms(std::string& out, uint64_t us) {
+  append_decimal(out, us / 1000);
+  char frac[4] = {'.', char('0' + us / 100 % 10), char('0' + us / 10 % 10), char('0' + us % 10)};
+  out.append(frac, 4);
+}
+
 // Per-exchange facts for the access log.
 struct ExchangeLog {
   Clock::time_point start;
@@ -2005,8 +2012,8 @@ void HttpSession::write_access_log() {
     return;
   }
   auto dur = std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - xs_->log.start);
-  std::string line;
-  line.reserve(512);
+  thread_local std::string line;  // reused: one line per exchange, no allocation once warm
+  line.clear();
   line += R"({"time":")"sv;
   log::append_rfc3339_now(line);
   line += R"(","request_id":")"sv;
@@ -2031,7 +2038,8 @@ void HttpSession::write_access_log() {
   append_decimal(line, xs_->log.bytes_in);
   line += R"(,"bytes_out":)"sv;
   append_decimal(line, xs_->log.bytes_out);
-  line += fmt::format(R"(,"duration_ms":{:.3f})", dur.count() / 1000.0);
+  line += R"(,"duration_ms":)"sv;
+  append_ms(line, static_cast<uint64_t>(std::max<int64_t>(0, dur.count())));
   auto str_or_null = [&](std::string_view key, const std::string& v) {
     line += ",\""sv;
     line += key;
@@ -2048,7 +2056,8 @@ void HttpSession::write_access_log() {
   str_or_null("upstream", xs_->log.upstream);
   str_or_null("target", xs_->log.target);
   if (xs_->log.upstream_us >= 0) {
-    line += fmt::format(R"(,"upstream_ms":{:.3f})", xs_->log.upstream_us / 1000.0);
+    line += R"(,"upstream_ms":)"sv;
+    append_ms(line, static_cast<uint64_t>(xs_->log.upstream_us));
   } else {
     line += R"(,"upstream_ms":null)"sv;
   }
@@ -2061,7 +2070,7 @@ void HttpSession::write_access_log() {
   str_or_null("user_agent", xs_->log.user_agent);
   str_or_null("error", xs_->log.error);
   line += '}';
-  log::access(std::move(line));
+  log::access(std::string_view(line));
 }
 
 // NGINX/Apache "combined": $remote_addr - $remote_user [$time_local] "$request" $status
