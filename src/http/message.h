@@ -50,6 +50,9 @@ struct HeaderLookup {
 };
 HeaderLookup find_header(const std::vector<Header>& headers, std::string_view name) noexcept;
 
+// The value of cookie `name` in the request's Cookie header(s), "" when absent.
+std::string_view cookie_value(const std::vector<Header>& headers, std::string_view name) noexcept;
+
 struct RequestHead {
   std::string_view method;
   std::string_view target;  // request-target as sent (origin-form or absolute-form)

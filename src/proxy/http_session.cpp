@@ -1354,23 +1354,6 @@ class Hold {
   std::atomic<T>* counter_ = nullptr;
 };
 
-std::string_view cookie_value(const std::vector<http::Header>& headers, std::string_view name) {
-  for (const auto& h : headers) {
-    if (!http::iequals(h.name, "cookie")) continue;
-    std::string_view v = h.value;
-    while (!v.empty()) {
-      size_t semi = v.find(';');
-      std::string_view pair = v.substr(0, semi);
-      while (!pair.empty() && pair.front() == ' ') pair.remove_prefix(1);
-      size_t eq = pair.find('=');
-      if (eq != std::string_view::npos && pair.substr(0, eq) == name) return pair.substr(eq + 1);
-      if (semi == std::string_view::npos) break;
-      v.remove_prefix(semi + 1);
-    }
-  }
-  return {};
-}
-
 asio::awaitable<HttpSession::Next> HttpSession::forward(const CompiledUpstream& up, size_t up_index,
                                                         std::string_view upstream_path,
                                                         filters::Exchange& x) {
@@ -1429,7 +1412,7 @@ asio::awaitable<HttpSession::Next> HttpSession::forward(const CompiledUpstream& 
         key = xs_->head.header(uc.hash_on.name).value;
         break;
       case config::HashOn::Kind::Cookie:
-        key = cookie_value(xs_->head.headers, uc.hash_on.name);
+        key = http::cookie_value(xs_->head.headers, uc.hash_on.name);
         break;
       case config::HashOn::Kind::Consumer:  // the authenticated consumer, else the client ip
         key = x.consumer().empty() ? std::string_view(client_ip_) : x.consumer();
@@ -1451,7 +1434,7 @@ asio::awaitable<HttpSession::Next> HttpSession::forward(const CompiledUpstream& 
   std::optional<size_t> sticky_pick;
   bool set_sticky = false;
   if (uc.sticky.enabled) {
-    std::string_view v = cookie_value(xs_->head.headers, uc.sticky.cookie);
+    std::string_view v = http::cookie_value(xs_->head.headers, uc.sticky.cookie);
     for (size_t i = 0; i < up.targets.size() && !v.empty(); ++i) {
       if (up.targets[i].sticky_value == v) sticky_pick = i;
     }

@@ -26,23 +26,6 @@ std::string_view action_name(config::Route::Action a) {
   return "?";
 }
 
-std::string_view cookie_of(const std::vector<http::Header>& headers, std::string_view name) {
-  for (const auto& h : headers) {
-    if (!http::iequals(h.name, "cookie")) continue;
-    std::string_view v = h.value;
-    while (!v.empty()) {
-      size_t semi = v.find(';');
-      std::string_view pair = v.substr(0, semi);
-      while (!pair.empty() && pair.front() == ' ') pair.remove_prefix(1);
-      size_t eq = pair.find('=');
-      if (eq != std::string_view::npos && pair.substr(0, eq) == name) return pair.substr(eq + 1);
-      if (semi == std::string_view::npos) break;
-      v.remove_prefix(semi + 1);
-    }
-  }
-  return {};
-}
-
 }  // namespace
 
 ExplainResult explain(const Snapshot& snap, std::string_view body) {
@@ -251,7 +234,7 @@ ExplainResult explain(const Snapshot& snap, std::string_view body) {
   const config::Upstream& uc = *up.config;
   std::optional<size_t> pick;
   if (uc.sticky.enabled) {
-    std::string_view v = cookie_of(head.headers, uc.sticky.cookie);
+    std::string_view v = http::cookie_value(head.headers, uc.sticky.cookie);
     for (size_t i = 0; i < up.targets.size() && !v.empty(); ++i) {
       if (up.targets[i].sticky_value == v && !excluded[i]) pick = i;
     }
@@ -270,7 +253,7 @@ ExplainResult explain(const Snapshot& snap, std::string_view body) {
           key = head.header(uc.hash_on.name).value;
           break;
         case config::HashOn::Kind::Cookie:
-          key = cookie_of(head.headers, uc.hash_on.name);
+          key = http::cookie_value(head.headers, uc.hash_on.name);
           break;
         case config::HashOn::Kind::Consumer:
           key = x.consumer().empty() ? std::string_view(client_ip) : x.consumer();
