@@ -1,5 +1,7 @@
 #include "cache/store.h"
 
+#include "core/hash.h"
+
 #include <algorithm>
 #include <cstring>
 #include <limits>
@@ -26,16 +28,6 @@ int64_t add_saturated(int64_t a, int64_t b) {
     return b > 0 ? std::numeric_limits<int64_t>::max() : std::numeric_limits<int64_t>::min();
   }
   return r;
-}
-
-// The splitmix64 finaliser: a bijection on 64 bits with full avalanche.
-constexpr uint64_t mix64(uint64_t x) {
-  x ^= x >> 30;
-  x *= 0xbf58476d1ce4e5b9ULL;
-  x ^= x >> 27;
-  x *= 0x94d049bb133111ebULL;
-  x ^= x >> 31;
-  return x;
 }
 
 char lower(char c) { return c >= 'A' && c <= 'Z' ? static_cast<char>(c + ('a' - 'A')) : c; }
@@ -139,22 +131,10 @@ HeaderPairs select_vary_values(const std::vector<std::string>& vary_names,
 
 // --- SeededHash -------------------------------------------------------------------------------
 
-SeededHash::SeededHash() {
-  std::random_device rd;
-  seed = mix64((uint64_t{rd()} << 32) ^ rd());
-}
+SeededHash::SeededHash() : seed(random_seed()) {}
 
 size_t SeededHash::operator()(const std::string& key) const {
-  uint64_t h = seed + key.size() * 0x9e3779b97f4a7c15ULL;
-  size_t i = 0;
-  for (; i + 8 <= key.size(); i += 8) {
-    uint64_t word;
-    std::memcpy(&word, key.data() + i, 8);
-    h = mix64(h ^ word);
-  }
-  uint64_t tail = 0;
-  if (i < key.size()) std::memcpy(&tail, key.data() + i, key.size() - i);
-  return static_cast<size_t>(mix64(h ^ tail));
+  return static_cast<size_t>(seeded_hash(seed, key));
 }
 
 // --- Store ------------------------------------------------------------------------------------

@@ -1077,7 +1077,9 @@ asio::awaitable<HttpSession::Next> HttpSession::handle() {
                                      step.reason(), step.status(), xs_->request_id);
       xs_->log.error = step.log_detail().empty() ? step.reason() : step.log_detail();
       xs_->log.consumer = x.consumer();
-      auth_refused_ = step.status() == 401 || (step.status() == 403 && !x.rate_limited);
+      // sluice_auth_failures_total: refusals by authentication (401) or authorisation (403),
+      // not by ip_access or rate limits.
+      auth_refused_ = f->name() == "auth" || f->name() == "allow";
       // Every gateway-made answer names its cause in the error log (never a credential).
       log::info("{} {} {}: {} by {}: {} (request {})", client_ip_, xs_->log.method, xs_->log.path,
                 step.status(), f->name(), xs_->log.error, xs_->request_id);

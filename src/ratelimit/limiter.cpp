@@ -1,5 +1,7 @@
 #include "ratelimit/limiter.h"
 
+#include "core/hash.h"
+
 #include <algorithm>
 #include <cstring>
 #include <limits>
@@ -33,21 +35,6 @@ int64_t sub_saturated(int64_t a, int64_t b) {
     return b < 0 ? std::numeric_limits<int64_t>::max() : std::numeric_limits<int64_t>::min();
   }
   return r;
-}
-
-// The splitmix64 finaliser: a bijection on 64 bits with full avalanche.
-constexpr uint64_t mix64(uint64_t x) {
-  x ^= x >> 30;
-  x *= 0xbf58476d1ce4e5b9ULL;
-  x ^= x >> 27;
-  x *= 0x94d049bb133111ebULL;
-  x ^= x >> 31;
-  return x;
-}
-
-uint64_t random_seed() {
-  std::random_device rd;
-  return mix64((uint64_t{rd()} << 32) ^ rd());
 }
 
 // A limit in the form decide() uses, clamped as the header describes.
@@ -223,19 +210,7 @@ Limiter::~Limiter() = default;
 // Eight bytes at a time through the splitmix64 finaliser, from a secret start state that also
 // folds in the length (so keys differing only by trailing zero bytes differ). Byte order is the
 // machine's: hashes never leave the process.
-uint64_t Limiter::hash(std::string_view key) const {
-  uint64_t h = seed_ + key.size() * 0x9e3779b97f4a7c15ULL;
-  size_t i = 0;
-  for (; i + 8 <= key.size(); i += 8) {
-    uint64_t word;
-    std::memcpy(&word, key.data() + i, 8);
-    h = mix64(h ^ word);
-  }
-  uint64_t tail = 0;
-  if (i < key.size()) std::memcpy(&tail, key.data() + i, key.size() - i);
-  h = mix64(h ^ tail);
-  return h == 0 ? 1 : h;
-}
+uint64_t Limiter::hash(std::string_view key) const { return seeded_hash(seed_, key); }
 
 Decision Limiter::decide(std::string_view key, int64_t now_ns) {
   const uint64_t h = hash(key);
