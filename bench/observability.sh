@@ -15,11 +15,14 @@
 # window, so the kernel's writeback of one run is not charged to a later run of another case.
 # One nginx backend (bench/peers/backend.conf.in), sluice `workers: $WORKERS` per instance.
 # Loopback only, ports 9601-9615, bounded in time, every process it starts is stopped by PID.
-#   bench/observability.sh      ROUNDS=5 DUR=5 CONNS=50 WORKERS=1 KEEP=0
+# Also reported: the sluice process's CPU time per request (all threads, from /proc, including the
+# log writer's work for that run), which a noisy shared machine disturbs much less than req/s.
+#   bench/observability.sh      ROUNDS=5 DUR=5 CONNS=50 WORKERS=1 KEEP=0 WARM_MB=4096
 #                               BIN=build/release/sluice (KEEP=1 keeps the scratch dir: logs, wrk output)
 set -Eeuo pipefail
 cd "$(dirname "$0")/.."
 ROUNDS=${ROUNDS:-5}; DUR=${DUR:-5}; CONNS=${CONNS:-50}; WORKERS=${WORKERS:-1}; KEEP=${KEEP:-0}
+WARM_MB=${WARM_MB:-4096}
 BIN=${BIN:-$PWD/build/release/sluice}
 [ -x "$BIN" ] || { echo "build the release binary first: make release" >&2; exit 1; }
 for tool in nginx wrk curl ss; do
@@ -63,6 +66,20 @@ wait_port() {
   echo "port $1 not up" >&2; return 1
 }
 
+# --- guest memory. On some VMs (Firecracker here) the host backs guest RAM lazily: the first write
+# into a page the guest has never used costs ~20x a later one (dd of 500 MiB into a new file:
+# 333 MB/s on first touch, 5-8 GB/s once the pages have been used). The access log's page cache
+# grows by ~1 GB per run and would pay that on every new page, charging the hypervisor to the log
+# (it shows as copy_folio_from_iter_atomic in the writer thread). A process first fills WARM_MB of
+# memory and exits, so the log's page cache reuses backed pages, as on a host whose memory has been
+# in use for a while (anonymous memory, not a file: no dirty pages left for writeback to flush
+# during the rounds). WARM_MB=0 measures cold memory.
+if [ "$WARM_MB" -gt 0 ]; then
+  t0=$(date +%s%N)
+  /usr/bin/python3 -c "import sys; b = bytearray(b'\x01') * (int(sys.argv[1]) << 20)" "$WARM_MB"
+  echo "   warmed $WARM_MB MiB of guest memory at $(awk -v mb="$WARM_MB" -v ns="$(($(date +%s%N) - t0))" 'BEGIN { printf "%.0f", mb / (ns / 1e9) }') MiB/s"
+fi
+
 # --- backend
 sed "s/@PORT@/$BACKEND/g" bench/peers/backend.conf.in >"$RUN/backend.conf"
 nginx -p "$RUN/" -c "$RUN/backend.conf" -g 'daemon off;' >"$RUN/backend.out" 2>&1 &
@@ -98,9 +115,10 @@ for c in "${CASES[@]}"; do
   fi
 done
 wait_port "$BACKEND"
+declare -A SPID=()
 for c in "${CASES[@]}"; do
   "$BIN" run -c "$RUN/$c.yaml" 2>"$RUN/$c.err" &
-  PIDS+=($!)
+  PIDS+=($!); SPID[$c]=$!
 done
 for c in "${CASES[@]}"; do
   wait_port "${PORT[$c]}"
@@ -139,6 +157,7 @@ scrape_loop() {  # scrape_loop ADMIN_PORT OUTFILE: "path code seconds bytes" per
     sleep 1
   done
 }
+cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }  # utime + stime of all its threads
 wrk_run() {  # wrk_run PORT SECONDS OUTFILE
   timeout -k 5 $(($2 + 30)) wrk -t2 -c"$CONNS" -d"$2"s --timeout 2s --latency \
     "http://127.0.0.1:$1/" >"$3" 2>&1
@@ -164,8 +183,12 @@ run_case() {
     scrape_loop "${ADMIN[$c]}" "$RUN/out/$tag-$c.scrape" &
     scraper=$!; BG=("$scraper")
   fi
+  local cpu0; cpu0=$(cpu_ticks "${SPID[$c]}")
   wrk_run "${PORT[$c]}" "$secs" "$RUN/out/$tag-$c.txt"
   read -r rps p50 p99 reqs bad se < <(parse "$RUN/out/$tag-$c.txt")
+  if [ -n "$scraper" ]; then settle "$log"; fi  # the log writer's work belongs to this run
+  local cpu_us; cpu_us=$(awk -v a="$cpu0" -v b="$(cpu_ticks "${SPID[$c]}")" -v n="$reqs" -v hz="$(getconf CLK_TCK)" \
+                             'BEGIN { printf "%.2f", (b - a) * 1e6 / hz / n }')
   [ "$reqs" -gt 0 ] || { echo "$c: wrk made no requests" >&2; cat "$RUN/out/$tag-$c.txt" >&2; exit 1; }
   if [ -n "$scraper" ]; then
     kill -TERM "$scraper" 2>/dev/null || true; wait "$scraper" 2>/dev/null || true; BG=()
@@ -177,7 +200,7 @@ run_case() {
     read -r sok sall smax < <(awk '{ n++; if ($2 == 200) ok++; if ($3 * 1000 > m) m = $3 * 1000 }
                                    END { printf "%d %d %.1f\n", ok, n, m }' "$RUN/out/$tag-$c.scrape")
   fi
-  RES="$rps $p50 $p99 $reqs $bad $se $lines $bytes $sok $sall $smax $sync_ms"
+  RES="$rps $p50 $p99 $reqs $bad $se $lines $bytes $sok $sall $smax $sync_ms $cpu_us"
 }
 
 echo "== observability cost: ROUNDS=$ROUNDS DUR=${DUR}s CONNS=$CONNS WORKERS=$WORKERS"
@@ -188,7 +211,7 @@ for r in $(seq "$ROUNDS"); do
     c=${CASES[$(((i + r - 1) % ${#CASES[@]}))]}
     run_case "$c" "$DUR" "$r"
     echo "$RES" >>"$RUN/res-$c"
-    read -r rps p50 p99 reqs bad se lines bytes sok sall smax sync_ms <<<"$RES"
+    read -r rps p50 p99 reqs bad se lines bytes sok sall smax sync_ms cpu_us <<<"$RES"
     extra=""
     if [ -n "${ADMIN[$c]:-}" ]; then
       extra=$(awk -v n="$reqs" -v l="$lines" -v b="$bytes" -v ok="$sok" -v all="$sall" -v m="$smax" \
@@ -196,8 +219,8 @@ for r in $(seq "$ROUNDS"); do
                                            l - n, (l ? b / l : 0), ok, all, m, s }')
     fi
     awk -v r="$r" -v c="$c" -v rps="$rps" -v p50="$p50" -v p99="$p99" -v n="$reqs" -v bad="$bad" \
-        -v se="$se" -v x="$extra" 'BEGIN {
-      printf "round %s %-8s %8.0f req/s  p50 %6.2f ms  p99 %6.2f ms%s%s%s\n", r, c, rps, p50, p99, x,
+        -v se="$se" -v x="$extra" -v cpu="$cpu_us" 'BEGIN {
+      printf "round %s %-8s %8.0f req/s  p50 %6.2f ms  p99 %6.2f ms  cpu %5.2f us/req%s%s%s\n", r, c, rps, p50, p99, cpu, x,
         (bad ? "  non-2xx " bad : ""), (se ? "  socket errors " se : "") }'
   done
 done
@@ -210,13 +233,14 @@ base=$(median_col "$RUN/res-off" 1)
 echo
 echo "median of $ROUNDS rounds, wrk -t2 -c$CONNS ${DUR}s, sluice workers: $WORKERS, one route, one nginx backend"
 echo
-echo "| case | req/s | vs off | per-round ratio (median, min..max) | p50 ms | p99 ms | log lines - wrk requests (min..max) | access log B/req | scrapes answered | scrape max ms |"
-echo "|---|---|---|---|---|---|---|---|---|---|"
+echo "| case | req/s | vs off | per-round ratio (median, min..max) | p50 ms | p99 ms | sluice CPU us/req | CPU vs off | log lines - wrk requests (min..max) | access log B/req | scrapes answered | scrape max ms |"
+echo "|---|---|---|---|---|---|---|---|---|---|---|---|"
+base_cpu=$(median_col "$RUN/res-off" 13)
 warn=()
 for c in "${CASES[@]}"; do
   f="$RUN/res-$c"
-  rps=$(median_col "$f" 1); p50=$(median_col "$f" 2); p99=$(median_col "$f" 3)
-  ratios=$(paste -d' ' "$f" "$RUN/res-off" | awk '{ print $1 / $13 }' | sort -g |
+  rps=$(median_col "$f" 1); p50=$(median_col "$f" 2); p99=$(median_col "$f" 3); cpu=$(median_col "$f" 13)
+  ratios=$(paste -d' ' "$f" "$RUN/res-off" | awk '{ print $1 / $14 }' | sort -g |
            awk '{ a[NR] = $1 } END { printf "%.3f (%.3f..%.3f)", a[int((NR + 1) / 2)], a[1], a[NR] }')
   if [ -n "${ADMIN[$c]:-}" ]; then
     logcols=$(awk -v conns="$CONNS" '{ d = $7 - $4; if (NR == 1 || d < lo) lo = d; if (NR == 1 || d > hi) hi = d
@@ -226,7 +250,8 @@ for c in "${CASES[@]}"; do
     logcols="- | - | - | -"
   fi
   awk -v l="${LABEL[$c]}" -v rps="$rps" -v b="$base" -v rt="$ratios" -v p50="$p50" -v p99="$p99" \
-      -v lc="$logcols" 'BEGIN { printf "| %s | %.0f | %.3f | %s | %.2f | %.2f | %s |\n", l, rps, rps / b, rt, p50, p99, lc }'
+      -v lc="$logcols" -v cpu="$cpu" -v bc="$base_cpu" \
+      'BEGIN { printf "| %s | %.0f | %.3f | %s | %.2f | %.2f | %.2f | %.3f | %s |\n", l, rps, rps / b, rt, p50, p99, cpu, cpu / bc, lc }'
   read -r bad se < <(awk '{ b += $5; s += $6 } END { print b + 0, s + 0 }' "$f")
   [ "$bad" -gt 0 ] && warn+=("$c: $bad non-2xx answers")
   [ "$se" -gt 0 ] && warn+=("$c: $se socket errors")

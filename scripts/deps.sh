@@ -15,6 +15,8 @@ TEST_PKGS=(
   python3 python3-pytest python3-httpx python3-requests python3-jwt python3-cryptography
   python3-redis python3-prometheus-client curl wrk nginx-light haproxy redis-server redis-tools procps
   chromium chromium-driver python3-selenium
+  python3-paho-mqtt python3-websockets python3-h2 python3-grpcio python3-grpc-tools
+  mosquitto-clients nghttp2-client iperf3
 )
 
 want=("${BUILD_PKGS[@]}")

@@ -51,6 +51,8 @@ struct Log {
   std::string access_format = "json";  // json | combined
   std::string error = "stderr";        // stdout | stderr | off | a file path
   std::string level = "info";          // debug | info | warn | error
+  uint64_t buffer =
+      16 * 1024 * 1024;  // per worker thread: lines waiting for the disk, then dropped
 };
 
 // One certificate chain and its private key. The loader checks that both files can be read; the

@@ -123,7 +123,7 @@ std::vector<std::string> diff(const Config& a, const Config& b) {
                               ms(b.shutdown_timeout)));
   }
   if (a.log.access != b.log.access || a.log.access_format != b.log.access_format ||
-      a.log.error != b.log.error || a.log.level != b.log.level) {
+      a.log.error != b.log.error || a.log.level != b.log.level || a.log.buffer != b.log.buffer) {
     out.push_back("~ log settings (take effect on restart only)");
   }
 

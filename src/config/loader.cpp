@@ -62,7 +62,7 @@ constexpr Schema k_rate_limit{"in a rate limit", k_rate_limit_keys, {}};
 constexpr std::string_view k_rate_limit_scopes[] = {"local", "global"};
 constexpr Schema k_top{"at the top level", k_top_keys, k_top_later};
 
-constexpr std::string_view k_log_keys[] = {"access", "access_format", "error", "level"};
+constexpr std::string_view k_log_keys[] = {"access", "access_format", "error", "level", "buffer"};
 constexpr Schema k_log{"in 'log'", k_log_keys, {}};
 
 constexpr std::string_view k_limits_keys[] = {
@@ -924,6 +924,9 @@ class Loader {
     }
     if (const Field* level = f->get("level")) {
       if (auto value = choice(level->value, "log level", k_log_levels)) config_.log.level = *value;
+    }
+    if (const Field* buffer = f->get("buffer")) {
+      if (auto n = size(buffer->value, 4 * 1024)) config_.log.buffer = *n;
     }
   }
 

@@ -4,10 +4,11 @@
 //   log::error("upstream {} refused connection", addr);   // fmt-style, one JSON line
 //   log::access(std::move(line));                          // a pre-formatted access-log line
 //
-// Workers format a line and hand it to a bounded in-memory queue (a mutex-guarded swap buffer; the
-// lock is held for one push). One background thread writes the queue to the files. When the disk
-// cannot keep up and the queue is full, new lines are dropped and counted (dropped_lines()), so a
-// slow log never slows a request. reopen() (SIGUSR1) makes the writer reopen file outputs.
+// Each thread appends its access lines to its own bounded byte ring (lock-free, single producer,
+// single consumer); error lines go to one mutex-guarded buffer. Two background threads (access,
+// error) write them to the files every 20 ms (sooner when a ring fills up). When the disk cannot
+// keep up and a queue is full, new lines are dropped and counted (dropped_lines()), so a slow log
+// never slows a request. reopen() (SIGUSR1) makes the writer reopen file outputs.
 #pragma once
 
 #include <cstdint>
@@ -24,7 +25,7 @@ struct Options {
   std::string access = "stdout";  // stdout | stderr | off | file path
   std::string error = "stderr";
   Level level = Level::Info;
-  size_t max_queue_bytes = 16 * 1024 * 1024;  // beyond this, lines are dropped
+  size_t max_queue_bytes = 16 * 1024 * 1024;  // per thread's ring: beyond this, lines are dropped
 };
 
 void start(const Options& options);  // starts (or re-targets) the writer thread

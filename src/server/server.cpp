@@ -92,6 +92,7 @@ class Gateway {
     log::Options lo;
     lo.access = cfg.log.access;
     lo.error = cfg.log.error;
+    lo.max_queue_bytes = cfg.log.buffer;
     log::parse_level(cfg.log.level, lo.level);
     log::start(lo);
 

@@ -129,3 +129,50 @@ def test_error_log_names_the_cause_of_every_gateway_made_error(gateway_factory, 
         gw.wait_error_log(text)
     joined = "\n".join(gw.error_messages())
     assert "wrong" not in joined  # never a credential
+
+
+def test_log_that_cannot_keep_up_drops_and_counts_lines_instead_of_blocking_requests(gateway_factory, http, tmp_path):
+    """The access log is a FIFO nobody reads: the writer thread blocks in write(2) as on a stalled
+    disk. Requests keep being answered; lines beyond `log.buffer` are dropped, counted in
+    sluice_log_dropped_lines_total and reported in the error log; once the reader catches up,
+    every request is either in the log or counted as dropped, exactly."""
+    import os
+    import time
+    fifo = tmp_path / "access.fifo"
+    os.mkfifo(fifo)
+    reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)  # open, so the gateway's open succeeds; unread
+    try:
+        port, admin = free_port(), free_port()
+        gw = gateway_factory(base_config(port, routes=[{"match": {"path": "/"}, "respond": {"status": 200, "body": "ok"}}]) |
+                             {"log": {"access": str(fifo), "error": "stderr", "buffer": "64KiB"},
+                              "admin": {"listen": f"127.0.0.1:{admin}"}})
+        n = 1500  # ~330 KB of lines: the 64 KiB pipe and the 64 KiB ring hold a fraction of them
+        for i in range(n):
+            assert http.get(gw.url(f"/r{i}")).status_code == 200
+
+        def dropped():
+            text = http.get(f"http://127.0.0.1:{admin}/metrics").text
+            m = re.search(r"^sluice_log_dropped_lines_total (\d+)$", text, re.M)
+            return int(m.group(1)) if m else 0
+        assert dropped() > 0
+        gw.wait_error_log("dropped")
+
+        data = b""
+        def drained():
+            nonlocal data
+            try:
+                while chunk := os.read(reader, 1 << 16):
+                    data += chunk
+            except BlockingIOError:
+                pass
+            return data.endswith(b"\n") and data.count(b"\n") + dropped() >= n
+        wait_for(drained, 10, interval=0.05, what="the access log to drain")
+        time.sleep(0.1)
+        drained()
+        lines = [json.loads(l) for l in data.splitlines()]
+        assert lines and all(e["status"] == 200 for e in lines)
+        assert len(lines) + dropped() == n
+        paths = [e["path"] for e in lines]
+        assert paths == sorted(paths, key=lambda p: int(p[2:])), "what is kept stays in order"
+    finally:
+        os.close(reader)
