@@ -5,8 +5,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 secs=${1:-60}
 cmake --preset fuzz >/dev/null
-cmake --build build/fuzz --target http1_parser_fuzz config_fuzz jwt_fuzz
-for t in http1_parser config jwt; do
+cmake --build build/fuzz --target http1_parser_fuzz config_fuzz jwt_fuzz mqtt_codec_fuzz xml_json_fuzz
+for t in http1_parser config jwt mqtt_codec xml_json; do
   bin=build/fuzz/${t}_fuzz
   [ -x "$bin" ] || continue
   corpus=tests/fuzz/corpus/$t
