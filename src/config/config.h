@@ -320,6 +320,21 @@ struct RouteCache {
   Mark mark;
 };
 
+// Route `transform`: body conversions (src/transform/xml_json.h), empty = none.
+struct RouteTransform {
+  std::string request;   // "" | xml_to_json | json_to_xml
+  std::string response;  // "" | xml_to_json | json_to_xml
+  Mark mark;
+};
+
+// Route `websocket_bridge`: the gateway terminates the WebSocket; each message becomes one HTTP
+// request to the route's upstream and its response body one message back, in order.
+struct WebSocketBridge {
+  std::string method = "POST";
+  uint32_t max_in_flight = 16;  // messages sent upstream and not answered yet, per connection
+  Mark mark;
+};
+
 struct Route {
   std::string name;  // defaults to "route<N>" (0-based index)
   Match match;
@@ -338,6 +353,25 @@ struct Route {
   Deny deny;
   std::vector<RateLimit> rate_limits;  // all apply, in order
   std::optional<RouteCache> cache;
+  std::optional<RouteTransform> transform;
+  bool websocket = false;  // Upgrade: websocket passed through to the upstream
+  std::optional<WebSocketBridge> websocket_bridge;
+  Mark mark;
+};
+
+// `mqtt.routes[]`: PUBLISH topics matched by an MQTT topic filter, forwarded as HTTP requests.
+struct MqttRoute {
+  std::string topic;     // a topic filter: `+` one level, `#` the rest
+  std::string upstream;  // an upstream name
+  std::string method = "POST";
+  std::string path;  // "/ingest/{1}": {n} = the text the n-th wildcard matched; default "/" + topic
+  Mark mark;
+};
+
+// Top-level `mqtt:` for `protocol: mqtt` listeners.
+struct Mqtt {
+  std::string auth;  // a basic or api_key authenticator checking CONNECT; empty = anonymous
+  std::vector<MqttRoute> routes;  // first match wins
   Mark mark;
 };
 
@@ -363,6 +397,7 @@ struct Config {
   RateLimits rate_limits;
   std::optional<Admin> admin;                      // off when absent
   uint64_t cache_max_size = 256ull * 1024 * 1024;  // `cache: { max_size }`: the whole process
+  std::optional<Mqtt> mqtt;                        // for `protocol: mqtt` listeners
 
   const Upstream* find_upstream(std::string_view name) const;
   const Consumer* find_consumer(std::string_view name) const;

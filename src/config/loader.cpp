@@ -42,8 +42,16 @@ struct Schema {
 
 constexpr std::string_view k_top_keys[] = {
     "listen", "workers",   "shutdown_timeout", "log",         "limits", "listeners", "consumers",
-    "auth",   "upstreams", "routes",           "rate_limits", "cache",  "admin"};
-constexpr std::string_view k_top_later[] = {"mqtt"};
+    "auth",   "upstreams", "routes",           "rate_limits", "cache",  "admin",     "mqtt"};
+constexpr std::string_view k_mqtt_keys[] = {"auth", "routes"};
+constexpr Schema k_mqtt{"in 'mqtt'", k_mqtt_keys, {}};
+constexpr std::string_view k_mqtt_route_keys[] = {"topic", "upstream", "method", "path"};
+constexpr Schema k_mqtt_route{"in an mqtt route", k_mqtt_route_keys, {}};
+constexpr std::string_view k_transform_keys[] = {"request", "response"};
+constexpr Schema k_transform{"in 'transform'", k_transform_keys, {}};
+constexpr std::string_view k_transforms[] = {"xml_to_json", "json_to_xml"};
+constexpr std::string_view k_ws_bridge_keys[] = {"method", "max_in_flight"};
+constexpr Schema k_ws_bridge{"in 'websocket_bridge'", k_ws_bridge_keys, {}};
 constexpr std::string_view k_admin_keys[] = {"listen", "token"};
 constexpr Schema k_admin{"in 'admin'", k_admin_keys, {}};
 
@@ -60,7 +68,7 @@ constexpr std::string_view k_on_failure[] = {"allow", "deny"};
 constexpr std::string_view k_rate_limit_keys[] = {"key", "rate", "burst", "scope", "sync"};
 constexpr Schema k_rate_limit{"in a rate limit", k_rate_limit_keys, {}};
 constexpr std::string_view k_rate_limit_scopes[] = {"local", "global"};
-constexpr Schema k_top{"at the top level", k_top_keys, k_top_later};
+constexpr Schema k_top{"at the top level", k_top_keys, {}};
 
 constexpr std::string_view k_log_keys[] = {"access", "access_format", "error", "level", "buffer"};
 constexpr Schema k_log{"in 'log'", k_log_keys, {}};
@@ -130,10 +138,10 @@ constexpr std::string_view k_timeouts_keys[] = {"connect", "request", "idle"};
 constexpr Schema k_timeouts{"in 'timeouts'", k_timeouts_keys, {}};
 
 constexpr std::string_view k_route_keys[] = {
-    "name",    "match",   "upstream", "split", "respond", "redirect",   "rewrite",
-    "headers", "timeout", "auth",     "allow", "deny",    "rate_limit", "cache"};
-constexpr std::string_view k_route_later[] = {"cors", "transform", "websocket", "websocket_bridge",
-                                              "compress"};
+    "name",       "match",   "upstream",  "split",     "respond",         "redirect",
+    "rewrite",    "headers", "timeout",   "auth",      "allow",           "deny",
+    "rate_limit", "cache",   "transform", "websocket", "websocket_bridge"};
+constexpr std::string_view k_route_later[] = {"cors", "compress"};
 constexpr Schema k_route{"in a route", k_route_keys, k_route_later};
 constexpr std::string_view k_route_actions[] = {"upstream", "split", "respond", "redirect"};
 
@@ -169,8 +177,8 @@ constexpr Schema k_deny{"in 'deny'", k_deny_keys, {}};
 // Enumerated values: accepted now / documented but not implemented yet.
 constexpr std::string_view k_log_levels[] = {"debug", "info", "warn", "error"};
 constexpr std::string_view k_access_formats[] = {"json", "combined"};
-constexpr std::string_view k_listener_protocols[] = {"http"};
-constexpr std::string_view k_listener_protocols_later[] = {"tcp", "udp", "mqtt"};
+constexpr std::string_view k_listener_protocols[] = {"http", "mqtt"};
+constexpr std::string_view k_listener_protocols_later[] = {"tcp", "udp"};
 constexpr std::string_view k_balances[] = {"round_robin", "least_conn", "p2c",
                                            "ring_hash",   "maglev",     "random"};
 // `hash_on: KIND` or `hash_on: KIND:NAME`.
@@ -623,6 +631,17 @@ class Loader {
       }
     }
     if (const Field* f = top->get("routes")) load_routes(f->value);
+    if (const Field* f = top->get("mqtt")) load_mqtt(f->value);
+    for (const Listener& l : config_.listeners) {
+      if (l.protocol == "mqtt" && !config_.mqtt) {
+        error(l.mark, "listener " + quote(l.name) +
+                          " has 'protocol: mqtt' but there is no top-level 'mqtt' section with "
+                          "its routes");
+      }
+      if (l.protocol == "mqtt" && l.redirect_to_https) {
+        error(l.mark, "listener " + quote(l.name) + ": 'redirect_to_https' is for http listeners");
+      }
+    }
     // A global limit needs the Redis it shares its counts through.
     if (!config_.rate_limits.redis) {
       for (const Route& r : config_.routes) {
@@ -724,6 +743,153 @@ class Loader {
     }
     if (const Field* per = f->get("per_consumer")) {
       if (auto on = boolean(per->value)) c.per_consumer = *on;
+    }
+  }
+
+  void load_route_transform(const Value& v, Route& route) {
+    auto f = fields(v, k_transform);
+    if (!f) return;
+    RouteTransform& t = route.transform.emplace();
+    t.mark = v.mark;
+    if (const Field* req = f->get("request")) {
+      if (auto c = choice(req->value, "request transform", k_transforms)) t.request = *c;
+    }
+    if (const Field* resp = f->get("response")) {
+      if (auto c = choice(resp->value, "response transform", k_transforms)) t.response = *c;
+    }
+    if (!f->get("request") && !f->get("response")) {
+      error(v.mark, "'transform' needs 'request' and/or 'response' (xml_to_json or json_to_xml)");
+    }
+  }
+
+  void load_websocket_bridge(const Value& v, Route& route) {
+    WebSocketBridge& b = route.websocket_bridge.emplace();
+    b.mark = v.mark;
+    if (v.node.IsScalar()) {  // `websocket_bridge: true`
+      if (auto on = boolean(v); on && !*on) route.websocket_bridge.reset();
+      return;
+    }
+    auto f = fields(v, k_ws_bridge);
+    if (!f) return;
+    if (const Field* m = f->get("method")) {
+      if (auto text = scalar(m->value)) {
+        if (!is_token(*text)) {
+          error(m->value.mark, "invalid HTTP method " + quote(*text));
+        } else {
+          b.method = *text;
+        }
+      }
+    }
+    if (const Field* n = f->get("max_in_flight")) {
+      if (auto x = integer(n->value, 1, 1024)) b.max_in_flight = static_cast<uint32_t>(*x);
+    }
+  }
+
+  // Topic filter syntax (MQTT 3.1.1 section 4.7): `+` alone in a level, `#` alone in the last.
+  static std::string topic_filter_problem(std::string_view filter) {
+    if (filter.empty()) return "an empty topic filter";
+    if (filter.find('\0') != std::string_view::npos) return "a NUL character";
+    size_t start = 0;
+    for (;;) {
+      size_t end = filter.find('/', start);
+      std::string_view level = filter.substr(
+          start, end == std::string_view::npos ? std::string_view::npos : end - start);
+      if (level.find('#') != std::string_view::npos &&
+          (level != "#" || end != std::string_view::npos)) {
+        return "'#' must be a whole level and the last one";
+      }
+      if (level.find('+') != std::string_view::npos && level != "+") {
+        return "'+' must be a whole level";
+      }
+      if (end == std::string_view::npos) break;
+      start = end + 1;
+    }
+    return {};
+  }
+
+  void load_mqtt(const Value& v) {
+    auto f = fields(v, k_mqtt);
+    if (!f) return;
+    Mqtt& m = config_.mqtt.emplace();
+    m.mark = v.mark;
+    if (const Field* auth = f->get("auth")) {
+      if (auto name = scalar(auth->value)) {
+        m.auth = *name;
+        const Authenticator* found = nullptr;
+        for (const Authenticator& a : config_.authenticators) {
+          if (a.name == *name) found = &a;
+        }
+        if (std::find(auth_names_.begin(), auth_names_.end(), *name) == auth_names_.end()) {
+          error(auth->value.mark,
+                "unknown authenticator " + quote(*name) +
+                    did_you_mean(closest(*name, std::span<const std::string>(auth_names_))));
+        } else if (found && found->kind == Authenticator::Kind::Jwt) {
+          error(auth->value.mark,
+                "mqtt 'auth' must be a basic or api_key authenticator (CONNECT "
+                "carries a username and password), not jwt");
+        }
+      }
+    }
+    const Field* routes = f->get("routes");
+    if (!routes) {
+      error(v.mark, "'mqtt' needs 'routes' (topic filters and the upstreams they go to)");
+      return;
+    }
+    auto items = list(routes->value);
+    if (!items) return;
+    for (const YAML::Node& node : *items) {
+      Value entry = item(node, routes->value.mark, "an mqtt route");
+      auto rf = fields(entry, k_mqtt_route);
+      if (!rf) continue;
+      MqttRoute r;
+      r.mark = entry.mark;
+      size_t wildcards = 0;
+      if (const Field* topic = rf->get("topic")) {
+        if (auto text = scalar(topic->value)) {
+          r.topic = *text;
+          if (auto problem = topic_filter_problem(r.topic); !problem.empty()) {
+            error(topic->value.mark, "invalid topic filter " + quote(r.topic) + ": " + problem);
+          }
+          for (char c : r.topic) wildcards += (c == '+' || c == '#');
+        }
+      } else {
+        error(entry.mark, "an mqtt route needs 'topic'");
+      }
+      if (const Field* up = rf->get("upstream")) {
+        if (auto name = upstream_reference(up->value)) r.upstream = *name;
+      } else {
+        error(entry.mark, "an mqtt route needs 'upstream'");
+      }
+      if (const Field* method = rf->get("method")) {
+        if (auto text = scalar(method->value)) {
+          if (!is_token(*text)) {
+            error(method->value.mark, "invalid HTTP method " + quote(*text));
+          } else {
+            r.method = *text;
+          }
+        }
+      }
+      if (const Field* path = rf->get("path")) {
+        if (auto text = scalar(path->value)) {
+          r.path = *text;
+          if (r.path.empty() || r.path[0] != '/') {
+            error(path->value.mark, "mqtt route 'path' must start with '/'");
+          }
+          for (size_t i = r.path.find('{'); i != std::string::npos; i = r.path.find('{', i + 1)) {
+            size_t close = r.path.find('}', i);
+            auto n = close == std::string::npos ? std::nullopt
+                                                : parse_uint(r.path.substr(i + 1, close - i - 1));
+            if (!n || *n < 1 || *n > wildcards) {
+              error(path->value.mark, "mqtt route 'path' " + quote(r.path) +
+                                          ": {n} must name a wildcard of the topic "
+                                          "filter (1 to " +
+                                          std::to_string(wildcards) + ")");
+              break;
+            }
+          }
+        }
+      }
+      m.routes.push_back(std::move(r));
     }
   }
 
@@ -1980,6 +2146,24 @@ class Loader {
     if (const Field* allow = f.get("allow")) load_allow(*allow, route.allow, auth != nullptr);
     if (const Field* rl = f.get("rate_limit")) load_route_rate_limits(rl->value, route);
     if (const Field* cache = f.get("cache")) load_route_cache(cache->value, route);
+    if (const Field* t = f.get("transform")) load_route_transform(t->value, route);
+    const Field* ws = f.get("websocket");
+    if (ws) {
+      if (auto on = boolean(ws->value)) route.websocket = *on;
+    }
+    if (const Field* bridge = f.get("websocket_bridge")) {
+      load_websocket_bridge(bridge->value, route);
+      if (route.websocket) {
+        error(bridge->key_mark, "route " + quote(route.name) +
+                                    " has both 'websocket' (passthrough) and 'websocket_bridge' "
+                                    "(terminated here): choose one");
+      }
+    }
+    if ((route.websocket || route.websocket_bridge) && route.action != Route::Action::Upstream &&
+        route.action != Route::Action::Split) {
+      error(route.mark, "route " + quote(route.name) +
+                            ": WebSocket needs an 'upstream' (or 'split') to send to");
+    }
     if (const Field* deny = f.get("deny")) {
       bool clean = true;
       if (auto d = fields(deny->value, k_deny, clean)) {

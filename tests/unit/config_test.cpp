@@ -254,10 +254,8 @@ TEST(ConfigTest, UnknownKeyGetsDidYouMeanHint) {
 TEST(ConfigTest, DocumentedButUnimplementedKeyIsNotSupportedYet) {
   EXPECT_EQ(only_diagnostic(k_base + "routes:\n  - upstream: api\n    cors: {}\n"),
             "sluice.yaml:6:5: 'cors' is not supported in this version yet");
-  EXPECT_EQ(only_diagnostic(k_base + "mqtt: {}\n"),
-            "sluice.yaml:4:1: 'mqtt' is not supported in this version yet");
-  EXPECT_EQ(only_diagnostic("listeners:\n  - { listen: 0.0.0.0:1883, protocol: mqtt }\n"),
-            "sluice.yaml:2:39: listener protocol 'mqtt' is not supported in this version yet");
+  EXPECT_EQ(only_diagnostic("listeners:\n  - { listen: 0.0.0.0:1883, protocol: tcp }\n"),
+            "sluice.yaml:2:39: listener protocol 'tcp' is not supported in this version yet");
   EXPECT_EQ(only_diagnostic("listen: 0.0.0.0:80\nupstreams:\n  a: { targets: [1.2.3.4:80], "
                             "protocol: h2c }\nroutes: [{upstream: a}]\n"),
             "sluice.yaml:3:41: upstream protocol 'h2c' is not supported in this version yet");
@@ -266,6 +264,81 @@ TEST(ConfigTest, DocumentedButUnimplementedKeyIsNotSupportedYet) {
   EXPECT_EQ(only_diagnostic("listen: 0.0.0.0:80\nupstreams:\n  a: { targets: [1.2.3.4:80], "
                             "proxy_protocol: v2 }\nroutes: [{upstream: a}]\n"),
             "sluice.yaml:3:31: 'proxy_protocol' is not supported in this version yet");
+}
+
+// ---- Protocol translation: mqtt, transform, websocket ---------------------------------------
+
+TEST(ConfigTest, MqttSectionLoadsRoutesAndChecksThem) {
+  LoadResult result = load(R"(listeners:
+  - { name: iot, listen: 127.0.0.1:1883, protocol: mqtt }
+consumers: [{ name: dev1, password: "$2b$04$abcdefghijklmnopqrstuu5Ek0xw9ct1bAnkhfgeMmnM5SxEmmpZS" }]
+auth: { devices: { basic: {} } }
+upstreams:
+  telemetry: [127.0.0.1:9001]
+mqtt:
+  auth: devices
+  routes:
+    - { topic: devices/+/telemetry, upstream: telemetry, path: "/ingest/{1}" }
+    - { topic: "#", upstream: telemetry, method: PUT }
+)");
+  ASSERT_TRUE(result.ok()) << (result.diagnostics.empty() ? "" : result.diagnostics[0].message);
+  ASSERT_TRUE(result.config->mqtt);
+  const auto& m = *result.config->mqtt;
+  EXPECT_EQ(m.auth, "devices");
+  ASSERT_EQ(m.routes.size(), 2u);
+  EXPECT_EQ(m.routes[0].path, "/ingest/{1}");
+  EXPECT_EQ(m.routes[0].method, "POST");
+  EXPECT_EQ(m.routes[1].method, "PUT");
+
+  const std::string up = "listen: 0.0.0.0:80\nupstreams: { t: [127.0.0.1:1] }\n";
+  EXPECT_EQ(only_diagnostic(up + "mqtt: { routes: [{ topic: a/#/b, upstream: t }] }\n"),
+            "sluice.yaml:3:27: invalid topic filter 'a/#/b': '#' must be a whole level and the "
+            "last one");
+  EXPECT_EQ(only_diagnostic(up + "mqtt: { routes: [{ topic: a+/b, upstream: t }] }\n"),
+            "sluice.yaml:3:27: invalid topic filter 'a+/b': '+' must be a whole level");
+  EXPECT_EQ(
+      only_diagnostic(up + "mqtt: { routes: [{ topic: a/+, upstream: t, path: \"/x/{2}\" }] }\n"),
+      "sluice.yaml:3:51: mqtt route 'path' '/x/{2}': {n} must name a wildcard of the topic "
+      "filter (1 to 1)");
+  EXPECT_EQ(only_diagnostic(up + "mqtt: { routes: [{ topic: a, upstream: nope }] }\n"),
+            "sluice.yaml:3:40: unknown upstream 'nope'");
+  EXPECT_EQ(
+      only_diagnostic(up + "auth: { j: { jwt: { secret: 0123456789abcdef0123456789abcdef } } }\n"
+                           "mqtt: { auth: j, routes: [{ topic: a, upstream: t }] }\n"),
+      "sluice.yaml:4:15: mqtt 'auth' must be a basic or api_key authenticator (CONNECT "
+      "carries a username and password), not jwt");
+  EXPECT_EQ(only_diagnostic("listeners: [{ name: m, listen: 0.0.0.0:1883, protocol: mqtt }]\n"),
+            "sluice.yaml:1:13: listener 'm' has 'protocol: mqtt' but there is no top-level 'mqtt' "
+            "section with its routes");
+}
+
+TEST(ConfigTest, RouteTransformAndWebSocketOptions) {
+  LoadResult result = load(k_base + R"(routes:
+  - { match: { path: /x }, upstream: api, transform: { request: xml_to_json, response: json_to_xml } }
+  - { match: { path: /ws }, upstream: api, websocket: true }
+  - { match: { path: /bridge }, upstream: api, websocket_bridge: { method: PUT, max_in_flight: 4 } }
+)");
+  ASSERT_TRUE(result.ok()) << (result.diagnostics.empty() ? "" : result.diagnostics[0].message);
+  const auto& r = result.config->routes;
+  ASSERT_TRUE(r[0].transform);
+  EXPECT_EQ(r[0].transform->request, "xml_to_json");
+  EXPECT_EQ(r[0].transform->response, "json_to_xml");
+  EXPECT_TRUE(r[1].websocket);
+  ASSERT_TRUE(r[2].websocket_bridge);
+  EXPECT_EQ(r[2].websocket_bridge->method, "PUT");
+  EXPECT_EQ(r[2].websocket_bridge->max_in_flight, 4u);
+
+  EXPECT_EQ(only_diagnostic(k_base + "routes: [{ upstream: api, transform: { request: yaml } }]\n"),
+            "sluice.yaml:4:49: unknown request transform 'yaml' (expected xml_to_json or "
+            "json_to_xml)");
+  EXPECT_EQ(
+      only_diagnostic(k_base +
+                      "routes: [{ upstream: api, websocket: true, websocket_bridge: {} }]\n"),
+      "sluice.yaml:4:44: route 'route0' has both 'websocket' (passthrough) and 'websocket_bridge' "
+      "(terminated here): choose one");
+  EXPECT_EQ(only_diagnostic(k_base + "routes: [{ respond: { status: 200 }, websocket: true }]\n"),
+            "sluice.yaml:4:10: route 'route0': WebSocket needs an 'upstream' (or 'split') to send "
+            "to");
 }
 
 // ---- Upstream policies: balance, hash_on, sticky, health_check, outlier, retries, limits ------
