@@ -20,6 +20,7 @@ enum class ErrorKind {
   MethodNotAllowed,
   RequestTimeout,
   BodyTooLarge,
+  UnsupportedMediaType,  // a body the route's transform cannot take (content-type)
   // upstream
   NoTarget,
   CircuitOpen,
@@ -60,6 +61,8 @@ struct Error {
         return 408;
       case ErrorKind::BodyTooLarge:
         return 413;
+      case ErrorKind::UnsupportedMediaType:
+        return 415;
       case ErrorKind::NoTarget:
       case ErrorKind::CircuitOpen:
         return 503;
@@ -92,6 +95,8 @@ struct Error {
         return "request timeout";
       case ErrorKind::BodyTooLarge:
         return "request body too large";
+      case ErrorKind::UnsupportedMediaType:
+        return "unsupported media type";
       case ErrorKind::NoTarget:
         return "no healthy upstream";
       case ErrorKind::CircuitOpen:

@@ -12,6 +12,7 @@
 
 #include <fmt/format.h>
 
+#include <boost/asio/experimental/awaitable_operators.hpp>
 #include <boost/asio/thread_pool.hpp>
 
 #include "cache/policy.h"
@@ -28,6 +29,7 @@
 #include "server/worker.h"
 #include "stats/metrics.h"
 #include "tls/tls.h"
+#include "transform/xml_json.h"
 
 namespace sluice::proxy {
 namespace {
@@ -98,6 +100,71 @@ bool listed(const std::vector<std::string_view>& names, std::string_view name) {
     if (http::iequals(n, name)) return true;
   }
   return false;
+}
+
+// True when `list` (a comma-separated header value) holds `token`, case-insensitively.
+bool has_token(std::string_view list, std::string_view token) {
+  while (!list.empty()) {
+    size_t comma = list.find(',');
+    std::string_view item = list.substr(0, comma);
+    while (!item.empty() && (item.front() == ' ' || item.front() == '\t')) item.remove_prefix(1);
+    while (!item.empty() && (item.back() == ' ' || item.back() == '\t')) item.remove_suffix(1);
+    if (http::iequals(item, token)) return true;
+    if (comma == std::string_view::npos) break;
+    list.remove_prefix(comma + 1);
+  }
+  return false;
+}
+
+// RFC 6455 section 4.1: an HTTP/1.1 GET with `Upgrade: websocket` and `Connection: upgrade`.
+bool is_websocket_upgrade(const http::RequestHead& head) {
+  if (head.version != http::Version::Http11 || head.method != "GET") return false;
+  bool upgrade = false, connection = false;
+  for (const auto& h : head.headers) {
+    if (http::iequals(h.name, "upgrade")) upgrade = upgrade || has_token(h.value, "websocket");
+    if (http::iequals(h.name, "connection"))
+      connection = connection || has_token(h.value, "upgrade");
+  }
+  return upgrade && connection;
+}
+
+// The media type of a content-type value, lower-cased, without parameters.
+std::string media_type(std::string_view ct) {
+  ct = ct.substr(0, ct.find(';'));
+  while (!ct.empty() && (ct.back() == ' ' || ct.back() == '\t')) ct.remove_suffix(1);
+  while (!ct.empty() && (ct.front() == ' ' || ct.front() == '\t')) ct.remove_prefix(1);
+  std::string out(ct);
+  for (char& c : out) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return out;
+}
+bool is_json_type(std::string_view mt) {
+  return mt == "application/json" || (mt.size() > 5 && mt.ends_with("+json"));
+}
+bool is_xml_type(std::string_view mt) {
+  return mt == "application/xml" || mt == "text/xml" || (mt.size() > 4 && mt.ends_with("+xml"));
+}
+
+// Route `transform`: what to do with a body of content-type `ct` (empty = none given).
+enum class TransformAction { Convert, PassThrough, Refuse };
+TransformAction transform_action(std::string_view conversion, std::string_view ct) {
+  if (ct.empty()) return TransformAction::Convert;
+  const std::string mt = media_type(ct);
+  const bool from_xml = conversion == "xml_to_json";
+  if (from_xml ? is_xml_type(mt) : is_json_type(mt)) return TransformAction::Convert;
+  if (from_xml ? is_json_type(mt) : is_xml_type(mt)) return TransformAction::PassThrough;
+  return TransformAction::Refuse;
+}
+
+transform::Result convert_body(std::string_view conversion, std::string_view body,
+                               uint64_t max_body) {
+  transform::Limits limits;
+  limits.max_output = static_cast<size_t>(max_body);
+  return conversion == "xml_to_json" ? transform::xml_to_json(body, limits)
+                                     : transform::json_to_xml(body, limits);
+}
+
+std::string_view converted_type(std::string_view conversion) {
+  return conversion == "xml_to_json" ? "application/json" : "application/xml; charset=utf-8";
 }
 
 bool is_hex(std::string_view s) {
@@ -417,6 +484,7 @@ struct ExchangeScratch {
   std::vector<std::string_view> pieces;
   std::vector<asio::const_buffer> iov;
   std::string replay;         // the request body, kept for retries (up to kReplayLimit)
+  std::string converted;      // a response body converted by the route's transform
   std::string sticky_cookie;  // Set-Cookie value when the exchange (re-)pins a sticky client
   std::vector<uint32_t> load;
   std::vector<bool> excluded, tried, fresh;
@@ -559,6 +627,11 @@ class HttpSession final : public server::Session {
   // Writes the head sent upstream into `h` (the scratch string keeps its capacity).
   void build_upstream_head(const filters::Exchange& x, std::string_view path,
                            const CompiledTarget& target, http::BodyKind body_kind, std::string& h);
+  // Route `websocket`: after the upstream's 101, relays bytes both ways until both sides are
+  // done (a half-close is passed on), either fails, or nothing moved for `idle`.
+  asio::awaitable<void> tunnel(UpstreamConnection& conn, std::string_view to_client, Duration idle);
+  asio::awaitable<void> pump(server::Io from, server::Io to, tcp::socket& from_sock,
+                             tcp::socket& to_sock, Duration idle, uint64_t& bytes);
   void write_access_log();
   void record_metrics();
   // The `sluice-trace` response header value: phase decisions and times so far.
@@ -627,6 +700,8 @@ class HttpSession final : public server::Session {
   int route_index_ = -1;     // this exchange's route in snap_, -1 = none matched
   int upstream_index_ = -1;  // this exchange's upstream in snap_
   bool auth_refused_ = false;
+  bool transform_request_ = false;  // this exchange's request body is converted (route transform)
+  bool ws_upgrade_ = false;  // this exchange asks the upstream for a WebSocket (route `websocket`)
   // `x-sluice-trace: <admin token>`: the decisions of this exchange, for a `sluice-trace` header.
   bool tracing_ = false;
   std::string trace_;
@@ -961,6 +1036,7 @@ asio::awaitable<HttpSession::Next> HttpSession::handle() {
   route_index_ = -1;
   upstream_index_ = -1;
   auth_refused_ = false;
+  ws_upgrade_ = false;
   tracing_ = false;
   xs_->log.reset();
   xs_->exchange.rate_limited = false;  // (logged even when the exchange ends before the filters)
@@ -1131,7 +1207,34 @@ asio::awaitable<HttpSession::Next> HttpSession::handle() {
 
   CacheFill fill;  // (declared before any co_await below that could end the exchange)
   xs_->cache.reset();
-  if (route.cache && snap_->cache) {
+  ws_upgrade_ = rc.websocket && is_websocket_upgrade(xs_->head);
+  transform_request_ = false;
+  if (rc.transform && !rc.transform->response.empty()) {  // a body we can read, not compressed
+    std::erase_if(x.upstream_headers,
+                  [](const http::Header& h) { return http::iequals(h.name, "accept-encoding"); });
+  }
+  if (rc.transform && !rc.transform->request.empty() && has_body) {
+    auto ct = xs_->head.header("content-type");
+    switch (transform_action(rc.transform->request, ct.found ? ct.value : std::string_view())) {
+      case TransformAction::Convert:
+        transform_request_ = true;
+        std::erase_if(x.upstream_headers, [](const http::Header& h) {
+          return http::iequals(h.name, "content-type") || http::iequals(h.name, "content-md5");
+        });
+        break;
+      case TransformAction::PassThrough:
+        break;
+      case TransformAction::Refuse:
+        co_await send_error(
+            {Source::Downstream, ErrorKind::UnsupportedMediaType},
+            fmt::format("route {} converts {} bodies, not {}", rc.name,
+                        rc.transform->request == "xml_to_json" ? "XML" : "JSON", ct.value),
+            true);
+        write_access_log();
+        co_return Next::Close;
+    }
+  }
+  if (route.cache && snap_->cache && !ws_upgrade_) {
     if (co_await try_cache(route, x, !keep || has_body, fill)) {
       write_access_log();
       co_return (!keep || has_body) ? Next::Close : Next::KeepAlive;
@@ -1233,6 +1336,7 @@ void HttpSession::build_upstream_head(const filters::Exchange& x, std::string_vi
   h += "\r\ntraceparent: "sv;
   h += xs_->traceparent_out;
   h += "\r\n"sv;
+  if (ws_upgrade_) h += "connection: upgrade\r\nupgrade: websocket\r\n"sv;
   if (body_kind == http::BodyKind::Length) {
     h += "content-length: "sv;
     append_decimal(h, xs_->head.content_length);
@@ -1366,6 +1470,8 @@ asio::awaitable<HttpSession::Next> HttpSession::forward(const CompiledUpstream& 
   const bool has_body = xs_->head.body_kind != http::BodyKind::None;
   const bool method_retryable = rc.all_methods || idempotent(xs_->head.method);
   const Next on_error = has_body ? Next::Close : Next::KeepAlive;
+  const bool transform_request = has_body && route_->config->transform &&
+                                 !route_->config->transform->request.empty() && transform_request_;
   const auto started = Clock::now();
 
   // Circuit breaker: a slot under max_connections is taken atomically (so workers together
@@ -1574,11 +1680,13 @@ asio::awaitable<HttpSession::Next> HttpSession::forward(const CompiledUpstream& 
     }
 
     // Send the head and the body (streamed from the client the first time, replayed after).
-    const bool chunked = xs_->head.body_kind == http::BodyKind::Chunked;
     std::string& uhead = xs_->uhead;
     // Built once: the head's views point into the client read buffer, which reading the body
     // overwrites, so a retry must reuse the bytes built before the body was read.
-    if (uhead.empty()) build_upstream_head(x, upstream_path, *target, xs_->head.body_kind, uhead);
+    if (uhead.empty()) {
+      build_upstream_head(x, upstream_path, *target,
+                          transform_request ? http::BodyKind::None : xs_->head.body_kind, uhead);
+    }
     if (has_body && xs_->head.expect_continue && !continue_sent) {
       continue_sent = true;
       static constexpr std::string_view k100 = "HTTP/1.1 100 Continue\r\n\r\n";
@@ -1586,6 +1694,54 @@ asio::awaitable<HttpSession::Next> HttpSession::forward(const CompiledUpstream& 
       auto [ec, n] = co_await io_.write(asio::buffer(k100));
       if (ec) co_return Next::Close;
     }
+    if (transform_request && !body_read) {
+      // Route `transform.request`: the whole body (up to max_body) is read and converted; the
+      // converted body goes upstream with its own content-type and length.
+      BodySource src(io_, buf_, begin_, end_, down_wd_, limits_.request_body_timeout);
+      src.start(xs_->head.body_kind, xs_->head.content_length);
+      std::vector<std::string_view>& pieces = xs_->pieces;
+      std::string body;
+      for (;;) {
+        auto st = co_await src.next(pieces);
+        if (st == BodySource::Status::Error || st == BodySource::Status::Timeout) {
+          xs_->log.bytes_in += src.raw_bytes();
+          Error e{Source::Downstream, st == BodySource::Status::Timeout ? ErrorKind::RequestTimeout
+                                                                        : ErrorKind::BadRequest};
+          co_await send_error(e, src.error(), true);
+          co_return Next::Close;
+        }
+        for (auto p : pieces) body.append(p);
+        if (body.size() > limits_.max_body) {
+          xs_->log.bytes_in += src.raw_bytes();
+          co_await send_error({Source::Downstream, ErrorKind::BodyTooLarge}, {}, true);
+          co_return Next::Close;
+        }
+        if (st == BodySource::Status::End || src.done()) break;
+      }
+      xs_->log.bytes_in += src.raw_bytes();
+      body_read = true;
+      const std::string& conversion = route_->config->transform->request;
+      transform::Result r = convert_body(conversion, body, limits_.max_body);
+      if (!r.ok()) {
+        drop_conn();
+        co_await send_error(
+            {Source::Downstream, r.failure == transform::Failure::TooLarge ? ErrorKind::BodyTooLarge
+                                                                           : ErrorKind::BadRequest},
+            fmt::format("request body is not convertible ({}): {}",
+                        transform::failure_name(r.failure), r.error),
+            !client_keep);
+        co_return client_keep ? Next::KeepAlive : Next::Close;
+      }
+      xs_->replay = std::move(r.body);
+      replay_ok = true;
+      uhead.resize(uhead.size() - 2);  // reopen the head for the new body's fields
+      uhead += "content-type: "sv;
+      uhead += converted_type(conversion);
+      uhead += "\r\ncontent-length: "sv;
+      append_decimal(uhead, xs_->replay.size());
+      uhead += "\r\n\r\n"sv;
+    }
+    const bool chunked = xs_->head.body_kind == http::BodyKind::Chunked && !transform_request;
     up_wd_.arm(request_timeout, &conn->socket);
     bool sent = true;
     if (!has_body || body_read) {
@@ -1676,7 +1832,7 @@ asio::awaitable<HttpSession::Next> HttpSession::forward(const CompiledUpstream& 
           break;
         }
         if (r.status == http::ParseStatus::Done) {
-          if (rhead.status >= 100 && rhead.status < 200) {
+          if (rhead.status >= 100 && rhead.status < 200 && !(ws_upgrade_ && rhead.status == 101)) {
             rbegin += r.consumed;
             rparser.reset();
             continue;
@@ -1770,6 +1926,37 @@ asio::awaitable<HttpSession::Next> HttpSession::forward(const CompiledUpstream& 
                    std::chrono::duration_cast<std::chrono::seconds>(uc.sticky.ttl).count());
   }
 
+  if (ws_upgrade_ && rhead.status == 101) {
+    // The upstream accepted the WebSocket: pass its 101 on, then relay bytes.
+    x.response_status = 101;
+    x.response_headers.clear();
+    for (const auto& h : rhead.headers) {
+      if (!is_hop_by_hop(h.name)) x.response_headers.push_back(h);
+    }
+    for (auto it = route_->filters.rbegin(); it != route_->filters.rend(); ++it) {
+      (*it)->on_response(x);
+    }
+    std::string head = "HTTP/1.1 101 Switching Protocols\r\n";
+    for (const auto& h : x.response_headers) {
+      head += h.name;
+      head += ": "sv;
+      head += h.value;
+      head += "\r\n"sv;
+    }
+    head += "connection: upgrade\r\nupgrade: websocket\r\nx-request-id: "sv;
+    head += xs_->request_id;
+    head += "\r\n\r\n"sv;
+    xs_->log.bytes_out += head.size();
+    rbegin += rhead_len;
+    head.append(rbuf.data() + rbegin, rend - rbegin);  // frames the upstream sent right away
+    worker_.buffers().give(std::move(rbuf));
+    up_wd_.disarm();
+    xs_->log.protocol = "websocket";
+    co_await tunnel(*conn, head, route_timeout_.value_or(uc.timeouts.idle));
+    drop_conn();
+    co_return Next::Close;
+  }
+
   auto& cs = xs_->cache;
   if (cs.stale &&
       (rhead.status == 500 || rhead.status == 502 || rhead.status == 503 || rhead.status == 504)) {
@@ -1788,6 +1975,82 @@ asio::awaitable<HttpSession::Next> HttpSession::forward(const CompiledUpstream& 
   for (const auto& h : rhead.headers) {
     if (is_hop_by_hop(h.name) || (!xs_->listed.empty() && listed(xs_->listed, h.name))) continue;
     x.response_headers.push_back(h);
+  }
+  // Route `transform.response`: the whole body (up to max_body) is read and converted before
+  // anything reaches the client, so a body that cannot be converted is still a clean 502.
+  std::string& converted = xs_->converted;
+  converted.clear();
+  bool have_converted = false;
+  if (route_->config->transform && !route_->config->transform->response.empty() &&
+      xs_->log.method != "HEAD" && rhead.body_kind != http::BodyKind::None && rhead.status != 204 &&
+      rhead.status != 304) {
+    const std::string& conversion = route_->config->transform->response;
+    auto ct = rhead.header("content-type");
+    auto ce = rhead.header("content-encoding");
+    if ((!ce.found || http::iequals(ce.value, "identity")) &&
+        transform_action(conversion, ct.found ? ct.value : std::string_view()) ==
+            TransformAction::Convert) {
+      // Reading the body may move bytes within rbuf, where the head's views point: keep copies.
+      for (auto& h : x.response_headers) {
+        h.name = x.own(std::string(h.name));
+        h.value = x.own(std::string(h.value));
+      }
+      rhead.reason = x.own(std::string(rhead.reason));
+      size_t body_begin = rbegin + rhead_len;
+      BodySource src(server::Io{&conn->socket, conn->tls.get()}, rbuf, body_begin, rend, up_wd_,
+                     request_timeout);
+      src.start(rhead.body_kind, rhead.content_length);
+      std::vector<std::string_view>& pieces = xs_->pieces;
+      std::string body;
+      Error failed;
+      std::string detail;
+      for (;;) {
+        BodySource::Status st;
+        if (!src.take_buffered(pieces, st)) st = co_await src.next(pieces);
+        if (st == BodySource::Status::Error || st == BodySource::Status::Timeout) {
+          failed = {Source::Upstream, st == BodySource::Status::Timeout ? ErrorKind::UpstreamTimeout
+                                                                        : ErrorKind::UpstreamReset};
+          detail = "upstream response body incomplete";
+          break;
+        }
+        for (auto p : pieces) body.append(p);
+        if (body.size() > limits_.max_body) {
+          failed = {Source::Upstream, ErrorKind::BadResponse};
+          detail = "upstream response body larger than max_body: cannot transform it";
+          break;
+        }
+        if (st == BodySource::Status::End || src.done()) break;
+      }
+      transform::Result r;
+      if (!failed) {
+        r = convert_body(conversion, body, limits_.max_body);
+        if (!r.ok()) {
+          failed = {Source::Upstream, ErrorKind::BadResponse};
+          detail = fmt::format("upstream response body is not convertible ({}): {}",
+                               transform::failure_name(r.failure), r.error);
+        }
+      }
+      up_wd_.disarm();
+      if (failed) {
+        drop_conn();
+        worker_.buffers().give(std::move(rbuf));
+        co_await send_error(failed, detail, !client_keep || (has_body && !body_read));
+        co_return client_keep && (!has_body || body_read) ? Next::KeepAlive : Next::Close;
+      }
+      if (rhead.keep_alive && body_begin == rend) {  // the upstream connection can be reused
+        ++conn->requests;
+        worker_.pool().release(std::move(conn));
+      } else {
+        drop_conn();
+      }
+      converted = std::move(r.body);
+      have_converted = true;
+      std::erase_if(x.response_headers, [](const http::Header& h) {
+        return http::iequals(h.name, "content-type") || http::iequals(h.name, "content-md5") ||
+               http::iequals(h.name, "etag");  // a different representation now
+      });
+      x.response_headers.push_back({"content-type", converted_type(conversion)});
+    }
   }
   if (cs.active) {
     cache::CacheControl response_cc;
@@ -1878,7 +2141,7 @@ asio::awaitable<HttpSession::Next> HttpSession::forward(const CompiledUpstream& 
     xs_->out += xs_->request_id;
     xs_->out += "\r\n"sv;
   }
-  switch (rhead.body_kind) {
+  switch (have_converted ? http::BodyKind::Length : rhead.body_kind) {
     case http::BodyKind::None:
       if (auto cl = rhead.header("content-length"); cl.found && rhead.status != 204) {
         xs_->out += "content-length: "sv;
@@ -1888,7 +2151,7 @@ asio::awaitable<HttpSession::Next> HttpSession::forward(const CompiledUpstream& 
       break;
     case http::BodyKind::Length:
       xs_->out += "content-length: "sv;
-      append_decimal(xs_->out, rhead.content_length);
+      append_decimal(xs_->out, have_converted ? converted.size() : rhead.content_length);
       xs_->out += "\r\n"sv;
       break;
     case http::BodyKind::Chunked:
@@ -1907,6 +2170,25 @@ asio::awaitable<HttpSession::Next> HttpSession::forward(const CompiledUpstream& 
     xs_->out += "connection: keep-alive\r\n"sv;
   }
   xs_->out += "\r\n"sv;
+
+  if (have_converted) {  // the converted body, in one write with the head
+    BodySink sink(io_, down_wd_, limits_.idle_timeout, BodySink::Framing::Raw, xs_->iov);
+    std::vector<std::string_view>& pieces = xs_->pieces;
+    pieces.assign(1, converted);
+    auto iov = sink.prepare(xs_->out, pieces, true);
+    auto [ec, n] = co_await io_.write(iov);
+    sink.count(n);
+    xs_->log.bytes_out += sink.bytes();
+    if (cs.capture && !ec) {
+      cs.pending->body = converted;
+      if (cs.pending->body.size() <= snap_->cache->max_object()) {
+        snap_->cache->insert(cs.key, std::move(cs.pending));
+      }
+    }
+    cs.capture = false;
+    if (!rbuf.empty()) worker_.buffers().give(std::move(rbuf));
+    co_return ec || !keep ? Next::Close : Next::KeepAlive;
+  }
 
   // Stream the body; the head goes out with its first piece.
   rbegin += rhead_len;
@@ -1962,6 +2244,68 @@ asio::awaitable<HttpSession::Next> HttpSession::forward(const CompiledUpstream& 
   worker_.buffers().give(std::move(rbuf));
   if (!upstream_ok || !client_ok || !keep) co_return Next::Close;
   co_return Next::KeepAlive;
+}
+
+asio::awaitable<void> HttpSession::tunnel(UpstreamConnection& conn, std::string_view to_client,
+                                          Duration idle) {
+  using namespace asio::experimental::awaitable_operators;
+  server::Io up{&conn.socket, conn.tls.get()};
+  // What each side sent before the other could read it: the 101 and early frames for the
+  // client, bytes the client pipelined behind its upgrade request for the upstream.
+  down_wd_.arm(idle, &socket_);
+  auto [ec, n] = co_await io_.write(asio::buffer(to_client));
+  if (ec) co_return;
+  if (begin_ < end_) {
+    up_wd_.arm(idle, &conn.socket);
+    auto [uec, un] = co_await up.write(asio::buffer(buf_.data() + begin_, end_ - begin_));
+    if (uec) co_return;
+    xs_->log.bytes_in += un;
+    begin_ = end_ = 0;
+  }
+  uint64_t in = 0, out = 0;
+  co_await (pump(io_, up, socket_, conn.socket, idle, in) &&
+            pump(up, io_, conn.socket, socket_, idle, out));
+  xs_->log.bytes_in += in;
+  xs_->log.bytes_out += out;
+  down_wd_.disarm();
+  up_wd_.disarm();
+}
+
+// One direction of a tunnel. Any transfer re-arms both watchdogs (the tunnel is idle only when
+// neither direction moves). A clean end of stream is passed on as a half-close (TCP shutdown;
+// close_notify on TLS); an error or a timeout ends both directions.
+asio::awaitable<void> HttpSession::pump(server::Io from, server::Io to, tcp::socket& from_sock,
+                                        tcp::socket& to_sock, Duration idle, uint64_t& bytes) {
+  server::IoBuffer buf = worker_.buffers().take(16 * 1024);
+  error_code ignored;
+  for (;;) {
+    auto [ec, n] = co_await from.read_some(asio::buffer(buf.data(), buf.size()));
+    if (ec) {
+      if (ec == asio::error::eof && !down_wd_.expired() && !up_wd_.expired()) {
+        if (to.tls != nullptr) {
+          to.tls->shutdown();
+        } else {
+          to_sock.shutdown(tcp::socket::shutdown_send, ignored);
+        }
+      } else {
+        from_sock.cancel(ignored);
+        to_sock.cancel(ignored);
+        to_sock.shutdown(tcp::socket::shutdown_both, ignored);
+        from_sock.shutdown(tcp::socket::shutdown_both, ignored);
+      }
+      break;
+    }
+    down_wd_.arm(idle, &socket_);
+    up_wd_.arm(idle, &to_sock == &socket_ ? &from_sock : &to_sock);
+    auto [wec, wn] = co_await to.write(asio::buffer(buf.data(), n));
+    bytes += wn;
+    if (wec) {
+      from_sock.shutdown(tcp::socket::shutdown_both, ignored);
+      to_sock.shutdown(tcp::socket::shutdown_both, ignored);
+      break;
+    }
+  }
+  worker_.buffers().give(std::move(buf));
 }
 
 // Once per exchange (from write_access_log): counters, the rate ring, top clients.
