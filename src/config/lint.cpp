@@ -156,6 +156,7 @@ std::vector<Diagnostic> lint(const Config& config) {
     used_auth.insert(route.auth.begin(), route.auth.end());
     lint_route_access(config, route, out);
   }
+  if (config.mqtt && !config.mqtt->auth.empty()) used_auth.insert(config.mqtt->auth);
   for (const Authenticator& auth : config.authenticators) {
     if (!used_auth.contains(auth.name)) {
       out.push_back(
@@ -167,6 +168,9 @@ std::vector<Diagnostic> lint(const Config& config) {
   for (const Route& route : config.routes) {
     if (!route.upstream.empty()) used.insert(route.upstream);
     for (const SplitEntry& entry : route.split) used.insert(entry.upstream);
+  }
+  if (config.mqtt) {
+    for (const MqttRoute& route : config.mqtt->routes) used.insert(route.upstream);
   }
   for (const Upstream& upstream : config.upstreams) {
     if (!used.contains(upstream.name)) {

@@ -375,6 +375,76 @@ std::shared_ptr<const Exchange::Identity> consumer_identity(
   return id;
 }
 
+Login check_login(const std::shared_ptr<const AuthRegistry>& registry,
+                  std::string_view authenticator, std::optional<std::string_view> username,
+                  std::optional<std::string_view> password) {
+  Login out;
+  const Authenticator* a = nullptr;
+  if (registry) {
+    auto it = registry->by_name.find(std::string(authenticator));
+    if (it != registry->by_name.end()) a = &it->second;
+  }
+  if (a == nullptr) {
+    out.detail = "unknown authenticator";
+    return out;
+  }
+  auto identity_of = [&](std::string_view consumer) {
+    auto it = registry->identities.find(consumer);
+    return it != registry->identities.end() ? it->second : consumer_identity(registry, consumer);
+  };
+  if (!password) {
+    out.outcome = Login::Outcome::Missing;
+    out.detail = "no password";
+    return out;
+  }
+  switch (a->kind) {
+    case config::Authenticator::Kind::ApiKey:
+      if (auto who = registry->keys.lookup(*password)) {
+        out.outcome = Login::Outcome::Accepted;
+        out.identity = identity_of(*who);
+      } else {
+        out.detail = "unknown api key";
+      }
+      return out;
+    case config::Authenticator::Kind::Basic: {
+      if (!username || username->empty()) {
+        out.outcome = Login::Outcome::Missing;
+        out.detail = "no username";
+        return out;
+      }
+      auto it = registry->passwords.find(*username);
+      if (it == registry->passwords.end()) {
+        out.detail = "unknown user";
+        return out;
+      }
+      if (password->find('\0') == std::string_view::npos &&
+          registry->password_cache->contains(*username, it->second, *password)) {
+        out.outcome = Login::Outcome::Accepted;
+        out.identity = identity_of(*username);
+        return out;
+      }
+      out.detail = "wrong password";
+      out.verify = [registry, user = std::string(*username), hash = it->second,
+                    pass = std::string(*password), identity = identity_of(*username)] {
+        Login done;
+        if (auth::verify_password(hash, pass) == auth::PasswordCheck::Match) {
+          registry->password_cache->remember(user, hash, pass);
+          done.outcome = Login::Outcome::Accepted;
+          done.identity = identity;
+        } else {
+          done.detail = "wrong password";
+        }
+        return done;
+      };
+      return out;
+    }
+    case config::Authenticator::Kind::Jwt:
+      break;
+  }
+  out.detail = "not a basic or api_key authenticator";
+  return out;
+}
+
 namespace {
 
 bool intersects(const std::vector<std::string>& a, const std::vector<std::string>& b) {

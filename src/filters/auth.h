@@ -11,8 +11,11 @@
 // Credentials the gateway consumed (an API key) are not forwarded upstream.
 #pragma once
 
+#include <functional>
 #include <memory>
+#include <optional>
 #include <string>
+#include <string_view>
 #include <variant>
 #include <vector>
 
@@ -36,6 +39,30 @@ std::unique_ptr<const Filter> make_auth_filter(const std::shared_ptr<const AuthR
 // CN): the configured consumer of that name with its groups, else a bare identity of that name.
 std::shared_ptr<const Exchange::Identity> consumer_identity(
     const std::shared_ptr<const AuthRegistry>& registry, std::string_view name);
+
+// A username and password presented outside HTTP (an MQTT CONNECT), checked by the `basic` or
+// `api_key` authenticator `authenticator`: basic takes the username as the consumer name and
+// checks the password against its crypt(3) hash; api_key takes the password as the key (the
+// username is not checked).
+//
+//   filters::Login login = filters::check_login(registry, "devices", username, password);
+//   if (login.verify) login = co_await on_blocking_pool(std::move(login.verify));
+//   if (login.outcome == filters::Login::Outcome::Accepted) use(login.identity);
+//
+// Runs on the worker, except `verify`, which hashes the password (bcrypt: ~100 ms) and must run on
+// a helper thread; it returns the final Login and remembers a match in the registry's cache.
+struct Login {
+  enum class Outcome { Accepted, Missing, Refused };
+  Outcome outcome = Outcome::Refused;
+  std::shared_ptr<const Exchange::Identity> identity;  // when Accepted
+  std::string detail;  // why not, for the error log (never a secret)
+  // Set (and outcome Refused) while the answer needs a password hash computed: run it off the
+  // worker for the final Login.
+  std::function<Login()> verify;
+};
+Login check_login(const std::shared_ptr<const AuthRegistry>& registry,
+                  std::string_view authenticator, std::optional<std::string_view> username,
+                  std::optional<std::string_view> password);
 
 // nullptr when the route's `allow` names no consumers, groups or scopes.
 std::unique_ptr<const Filter> make_allow_filter(const config::Route& route);

@@ -1,4 +1,5 @@
 #include "proxy/http_session.h"
+#include "proxy/websocket_bridge.h"
 
 #include <array>
 #include <charconv>
@@ -126,6 +127,12 @@ bool is_websocket_upgrade(const http::RequestHead& head) {
       connection = connection || has_token(h.value, "upgrade");
   }
   return upgrade && connection;
+}
+
+std::string to_lower_ascii(std::string_view s) {
+  std::string out(s);
+  for (char& c : out) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return out;
 }
 
 // The media type of a content-type value, lower-cased, without parameters.
@@ -627,6 +634,9 @@ class HttpSession final : public server::Session {
   // Writes the head sent upstream into `h` (the scratch string keeps its capacity).
   void build_upstream_head(const filters::Exchange& x, std::string_view path,
                            const CompiledTarget& target, http::BodyKind body_kind, std::string& h);
+  // Route `websocket_bridge`: the WebSocket ends here; its messages become upstream requests.
+  asio::awaitable<Next> bridge(const CompiledRoute& route, const router::MatchResult& m,
+                               std::string_view path, filters::Exchange& x);
   // Route `websocket`: after the upstream's 101, relays bytes both ways until both sides are
   // done (a half-close is passed on), either fails, or nothing moved for `idle`.
   asio::awaitable<void> tunnel(UpstreamConnection& conn, std::string_view to_client, Duration idle);
@@ -1208,6 +1218,9 @@ asio::awaitable<HttpSession::Next> HttpSession::handle() {
   CacheFill fill;  // (declared before any co_await below that could end the exchange)
   xs_->cache.reset();
   ws_upgrade_ = rc.websocket && is_websocket_upgrade(xs_->head);
+  if (rc.websocket_bridge && is_websocket_upgrade(xs_->head)) {
+    co_return co_await bridge(route, m, norm.path, x);
+  }
   transform_request_ = false;
   if (rc.transform && !rc.transform->response.empty()) {  // a body we can read, not compressed
     std::erase_if(x.upstream_headers,
@@ -2244,6 +2257,70 @@ asio::awaitable<HttpSession::Next> HttpSession::forward(const CompiledUpstream& 
   worker_.buffers().give(std::move(rbuf));
   if (!upstream_ok || !client_ok || !keep) co_return Next::Close;
   co_return Next::KeepAlive;
+}
+
+asio::awaitable<HttpSession::Next> HttpSession::bridge(const CompiledRoute& route,
+                                                       const router::MatchResult& m,
+                                                       std::string_view path,
+                                                       filters::Exchange& x) {
+  const config::Route& rc = *route.config;
+  if (tls_) {  // (Beast runs over the plain socket; TLS listeners are not bridged yet)
+    co_await send_local(501,
+                        R"({"error":"websocket_bridge is not available on TLS listeners yet"})",
+                        "application/json", {}, true);
+    write_access_log();
+    co_return Next::Close;
+  }
+  int up_index = route.upstream;
+  if (rc.action == config::Route::Action::Split) {
+    up_index = route.split_upstreams[upstream::pick_split(route.split_weights, worker_.random())];
+  }
+  const CompiledUpstream& up = snap_->upstreams[static_cast<size_t>(up_index)];
+  xs_->log.upstream = up.config->name;
+  upstream_index_ = up_index;
+
+  proxy::BridgeRequest b;
+  b.target = std::string(xs_->head.path);
+  if (!xs_->head.query.empty()) b.target += "?" + std::string(xs_->head.query);
+  for (const auto& h : xs_->head.headers) b.headers.emplace_back(h.name, h.value);
+  b.method = rc.websocket_bridge->method;
+  b.path = snap_->router->rewrite_path(m, path);
+  if (!xs_->head.query.empty()) b.path += "?" + std::string(xs_->head.query);
+  b.host = std::string(xs_->head.host);
+  // What the route's filters added or kept for the upstream (forwarded JWT claims, header ops),
+  // minus the handshake's own fields.
+  for (const auto& h : x.upstream_headers) {
+    if (is_hop_by_hop(h.name) || http::iequals(h.name, "host") ||
+        (h.name.size() > 14 && http::iequals(h.name.substr(0, 14), "sec-websocket-")) ||
+        http::iequals(h.name, "x-request-id") || http::iequals(h.name, "traceparent") ||
+        http::iequals(h.name, "x-sluice-trace") || http::iequals(h.name, "x-forwarded-for") ||
+        http::iequals(h.name, "content-type")) {
+      continue;
+    }
+    b.extra_headers.emplace_back(to_lower_ascii(h.name), std::string(h.value));
+  }
+  b.extra_headers.emplace_back("x-forwarded-for", client_ip_);
+  b.extra_headers.emplace_back("x-forwarded-proto", "http");
+  if (!x.consumer().empty()) b.extra_headers.emplace_back("x-consumer", std::string(x.consumer()));
+  b.connection_id = xs_->request_id;
+  b.max_in_flight = rc.websocket_bridge->max_in_flight;
+  b.max_message = limits_.max_body;
+  b.idle = limits_.idle_timeout;
+  b.timeout = route_timeout_;
+  down_wd_.disarm();
+  xs_->log.protocol = "websocket";
+  proxy::BridgeStats stats = co_await proxy::bridge_websocket(
+      worker_, socket_, snap_, static_cast<size_t>(up_index), std::move(b));
+  xs_->log.status = stats.accepted ? 101 : 400;
+  xs_->log.bytes_in += stats.bytes_in;
+  xs_->log.bytes_out += stats.bytes_out;
+  xs_->log.attempts = static_cast<int>(stats.messages_in);
+  if (stats.upstream_errors > 0) {
+    xs_->log.error = fmt::format("{} of {} messages got no upstream answer", stats.upstream_errors,
+                                 stats.messages_in);
+  }
+  write_access_log();
+  co_return Next::Close;
 }
 
 asio::awaitable<void> HttpSession::tunnel(UpstreamConnection& conn, std::string_view to_client,

@@ -165,7 +165,8 @@ class Gateway {
                 cfg.admin->token.empty() ? " (no token)" : "");
     }
     for (const auto& l : cfg.listeners) {
-      log::info("listening on http://{} ({}), {} worker(s)", listener_key(l), l.name, n);
+      log::info("listening on {}{}://{} ({}), {} worker(s)", l.protocol, l.tls ? "s" : "",
+                listener_key(l), l.name, n);
     }
     log::info("config {} loaded, checksum {}", cfg.file, snap->checksum);
     if (options_.on_ready) options_.on_ready();

@@ -3,6 +3,7 @@
 #include <arpa/inet.h>
 #include <netdb.h>
 
+#include <algorithm>
 #include <atomic>
 #include <mutex>
 #include <tuple>
@@ -212,6 +213,38 @@ std::shared_ptr<const Snapshot> compile_snapshot(config::Config cfg, const std::
       cr.filters.push_back(std::move(f));
     }
     snap->routes.push_back(std::move(cr));
+  }
+  if (c.mqtt) {
+    for (const auto& r : c.mqtt->routes) {
+      auto compiled = mqtt::TopicFilter::compile(r.topic);
+      auto where = [&] {
+        return fmt::format("{}:{}:{}: mqtt route", c.file, r.mark.line, r.mark.col);
+      };
+      if (auto* e = std::get_if<std::string>(&compiled)) {
+        errors.push_back(fmt::format("{}: {}", where(), *e));
+        continue;
+      }
+      CompiledMqttRoute cr{.config = &r,
+                           .filter = std::get<mqtt::TopicFilter>(std::move(compiled)),
+                           .upstream = static_cast<size_t>(upstream_index.at(r.upstream)),
+                           .path_template = r.path.empty() ? "/{1}" : r.path,
+                           .whole_topic = r.path.empty()};
+      if (!cr.whole_topic) {
+        if (auto e = mqtt::validate_path_template(r.path, cr.filter.wildcards())) {
+          errors.push_back(fmt::format("{}: {}", where(), *e));
+          continue;
+        }
+        // It goes into the request line as written: visible ASCII only.
+        if (std::any_of(r.path.begin(), r.path.end(),
+                        [](char ch) { return ch <= ' ' || ch == '\x7f' || ch == '#'; })) {
+          errors.push_back(fmt::format(
+              "{}: path '{}' holds a space, '#' or a byte that is not visible ASCII (encode it)",
+              where(), r.path));
+          continue;
+        }
+      }
+      snap->mqtt_routes.push_back(std::move(cr));
+    }
   }
   if (!errors.empty()) return nullptr;
   snap->router = router::Router::compile(c.routes);

@@ -19,6 +19,7 @@
 #include "cache/store.h"
 #include "config/config.h"
 #include "filters/filter.h"
+#include "mqtt/topic.h"
 #include "router/router.h"
 #include "stats/metrics.h"
 #include "tls/tls.h"
@@ -67,12 +68,22 @@ struct CompiledRoute {
   std::optional<cache::RouteCache> cache;  // route `cache:`
 };
 
+// One `mqtt.routes` entry: PUBLISH topics it takes and the HTTP request each becomes.
+struct CompiledMqttRoute {
+  const config::MqttRoute* config = nullptr;
+  mqtt::TopicFilter filter;
+  size_t upstream = 0;        // index into Snapshot::upstreams
+  std::string path_template;  // "/ingest/{1}"; "/{1}" with the whole topic as the one capture
+  bool whole_topic = false;   // no `path` in the config: the path is "/" + the topic
+};
+
 struct Snapshot {
   uint64_t generation = 0;
   config::Config config;
   std::unique_ptr<const router::Router> router;
   std::vector<CompiledUpstream> upstreams;
   std::vector<CompiledRoute> routes;
+  std::vector<CompiledMqttRoute> mqtt_routes;  // `mqtt.routes`, in order: the first match wins
   // TLS listeners by name (certificates loaded, contexts shared by every worker).
   std::unordered_map<std::string, std::shared_ptr<const tls::ServerContext>> listener_tls;
   uint16_t https_port = 0;  // the first TLS listener's port: where redirect_to_https points

@@ -9,6 +9,7 @@
 #include "core/log.h"
 #include "filters/rate_limit.h"
 #include "proxy/http_session.h"
+#include "proxy/mqtt_session.h"
 #include "server/redis.h"
 #include "server/tls_stream.h"
 
@@ -244,17 +245,23 @@ asio::awaitable<void> Worker::accept_loop(std::shared_ptr<tcp::acceptor> accepto
     error_code ignored;
     socket.set_option(tcp::no_delay(true), ignored);
     connections_.fetch_add(1, std::memory_order_relaxed);
-    asio::co_spawn(*io_, proxy::serve_http(*this, std::move(socket), name),
-                   [this](std::exception_ptr e) {
-                     connections_.fetch_sub(1, std::memory_order_relaxed);
-                     if (e) {
-                       try {
-                         std::rethrow_exception(e);
-                       } catch (const std::exception& ex) {
-                         log::error("connection ended by unexpected exception: {}", ex.what());
-                       }
-                     }
-                   });
+    const config::Listener* listener = nullptr;
+    for (const auto& l : snapshot_->config.listeners) {
+      if (l.name == name) listener = &l;
+    }
+    auto session = listener != nullptr && listener->protocol == "mqtt"
+                       ? proxy::serve_mqtt(*this, std::move(socket), name)
+                       : proxy::serve_http(*this, std::move(socket), name);
+    asio::co_spawn(*io_, std::move(session), [this](std::exception_ptr e) {
+      connections_.fetch_sub(1, std::memory_order_relaxed);
+      if (e) {
+        try {
+          std::rethrow_exception(e);
+        } catch (const std::exception& ex) {
+          log::error("connection ended by unexpected exception: {}", ex.what());
+        }
+      }
+    });
   }
 }
 

@@ -1,6 +1,6 @@
 // The small closed label sets of the metrics (SPEC.md section 5): status class, cache result,
-// auth failure, retry and reload reasons. Each is an enum whose value indexes a counter array, and
-// whose label text is what /metrics and /api/stats show.
+// auth failure, retry and reload reasons, MQTT message results. Each is an enum whose value indexes
+// a counter array, and whose label text is what /metrics and /api/stats show.
 //
 //   size_t c = stats::status_index(504);          // 4, shown as code="5xx"
 //   stats::label(stats::CacheResult::Stale);      // "stale"
@@ -43,6 +43,13 @@ inline constexpr size_t kRetryReasons = 4;
 enum class ReloadResult : uint8_t { Success, Failure };
 inline constexpr size_t kReloadResults = 2;
 
+// sluice_mqtt_messages_total{result}: what became of a PUBLISH (or will message) from a client.
+// forwarded: the upstream answered 2xx. failed: it did not answer, or answered 5xx / 408 / 429
+// (a QoS 1 message is then not acknowledged). rejected: refused for good (an upstream 4xx, a topic
+// that expands to a bad path, an invalid UTF-8 payload). unrouted: no `mqtt.routes` filter matched.
+enum class MqttResult : uint8_t { Forwarded, Failed, Rejected, Unrouted };
+inline constexpr size_t kMqttResults = 4;
+
 constexpr std::string_view label(CacheResult r) {
   constexpr std::array<std::string_view, kCacheResults> k = {"hit", "miss", "stale"};
   return k[static_cast<size_t>(r)];
@@ -54,6 +61,11 @@ constexpr std::string_view label(AuthFailure r) {
 constexpr std::string_view label(RetryReason r) {
   constexpr std::array<std::string_view, kRetryReasons> k = {"connect_failure", "reset", "timeout",
                                                              "status"};
+  return k[static_cast<size_t>(r)];
+}
+constexpr std::string_view label(MqttResult r) {
+  constexpr std::array<std::string_view, kMqttResults> k = {"forwarded", "failed", "rejected",
+                                                            "unrouted"};
   return k[static_cast<size_t>(r)];
 }
 constexpr std::string_view label(ReloadResult r) {

@@ -162,12 +162,12 @@ void ListenerTotals::add(const ListenerTotals& other) {
   bytes_sent += other.bytes_sent;
   connections_opened += other.connections_opened;
   connections_closed += other.connections_closed;
-  mqtt_messages += other.mqtt_messages;
+  add_array(mqtt_messages, other.mqtt_messages);
 }
 
 bool ListenerTotals::empty() const {
   return bytes_received == 0 && bytes_sent == 0 && connections_opened == 0 &&
-         connections_closed == 0 && mqtt_messages == 0;
+         connections_closed == 0 && all_zero(mqtt_messages);
 }
 
 void Totals::add(const Totals& other) {
@@ -235,7 +235,7 @@ Totals WorkerMetrics::totals() const {
     // preceded a close seen here is seen too.
     lt.connections_closed = counter(base + kClosed).get_acquire();
     lt.connections_opened = counter(base + kOpened).get();
-    lt.mqtt_messages = counter(base + kMqtt).get();
+    for (size_t i = 0; i < kMqttResults; ++i) lt.mqtt_messages[i] = counter(base + kMqtt + i).get();
     if (l == listeners_ && lt.empty()) continue;
     t.listeners[name_at(layout_->listeners, l)].add(lt);
   }
@@ -460,9 +460,13 @@ std::string Registry::prometheus() {
   }
 
   constexpr std::string_view kMqtt = "sluice_mqtt_messages_total";
-  e.family(kMqtt, "counter", "MQTT messages relayed.");
+  e.family(kMqtt, "counter", "MQTT messages from clients, by what became of them.");
   for (const auto& [listener, l] : t.listeners) {
-    if (l.mqtt_messages != 0) e.sample(kMqtt, "", {{"listener", listener}}, l.mqtt_messages);
+    for (size_t i = 0; i < kMqttResults; ++i) {
+      if (l.mqtt_messages[i] == 0) continue;
+      e.sample(kMqtt, "", {{"listener", listener}, {"result", label(static_cast<MqttResult>(i))}},
+               l.mqtt_messages[i]);
+    }
   }
 
   constexpr std::string_view kWebsocket = "sluice_websocket_messages_total";

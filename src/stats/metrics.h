@@ -104,7 +104,7 @@ struct ListenerTotals {
   uint64_t bytes_sent = 0;
   uint64_t connections_opened = 0;
   uint64_t connections_closed = 0;
-  uint64_t mqtt_messages = 0;
+  std::array<uint64_t, kMqttResults> mqtt_messages{};  // by MqttResult
 
   // opened - closed, or 0 while a close recorded on another block is seen before its open.
   uint64_t connections_active() const;
@@ -185,14 +185,17 @@ class WorkerMetrics {
   void websocket_message(int route) {
     counter(row(route, routes_) * kPerRoute + kRouteWebsocket).add(1);
   }
-  void mqtt_message(int listener) {
-    counter(listener_base_ + row(listener, listeners_) * kPerListener + kMqtt).add(1);
+  // One PUBLISH (or will message) from an MQTT client: sluice_mqtt_messages_total.
+  void mqtt_message(int listener, MqttResult result) {
+    counter(listener_base_ + row(listener, listeners_) * kPerListener + kMqtt +
+            static_cast<size_t>(result))
+        .add(1);
   }
 
   // --- Any thread ---
   // Every named row of the layout (zeros included), and the "" rows that are not all 0.
   Totals totals() const;
-  // Bytes of counters and histograms: 240 per route, 40 per listener, 160 per upstream, 48 per
+  // Bytes of counters and histograms: 240 per route, 64 per listener, 160 per upstream, 48 per
   // target, plus one of each for "" and up to a cache line of rounding.
   size_t memory_bytes() const;
 
@@ -209,9 +212,9 @@ class WorkerMetrics {
   static constexpr size_t kRouteCache = kRouteRateLimited + 1;
   static constexpr size_t kRouteWebsocket = kRouteCache + kCacheResults;
   static constexpr size_t kPerRoute = kRouteWebsocket + 1;
-  // Per listener row.
+  // Per listener row: bytes, connections, MQTT messages by result.
   static constexpr size_t kBytesIn = 0, kBytesOut = 1, kOpened = 2, kClosed = 3, kMqtt = 4;
-  static constexpr size_t kPerListener = 5;
+  static constexpr size_t kPerListener = kMqtt + kMqttResults;
   // Per upstream row: retries by reason.
   static constexpr size_t kPerUpstream = kRetryReasons;
 

@@ -282,6 +282,8 @@ mqtt:
     - { topic: "#", upstream: telemetry, method: PUT }
 )");
   ASSERT_TRUE(result.ok()) << (result.diagnostics.empty() ? "" : result.diagnostics[0].message);
+  // An upstream or authenticator that only mqtt uses is used (no lint warning).
+  EXPECT_EQ(messages(result), std::vector<std::string>{});
   ASSERT_TRUE(result.config->mqtt);
   const auto& m = *result.config->mqtt;
   EXPECT_EQ(m.auth, "devices");

@@ -332,7 +332,9 @@ TEST(Metrics, ExpositionParsesBackWithEveryFamilyOnce) {
   m->rate_limited(1);
   m->cache(1, CacheResult::Stale);
   m->websocket_message(0);
-  m->mqtt_message(0);
+  m->mqtt_message(0, MqttResult::Forwarded);
+  m->mqtt_message(0, MqttResult::Forwarded);
+  m->mqtt_message(0, MqttResult::Unrouted);
   registry.config_reload(ReloadResult::Success);
   registry.config_reload(ReloadResult::Failure);
   registry.config_reload(ReloadResult::Failure);
@@ -407,7 +409,11 @@ TEST(Metrics, ExpositionParsesBackWithEveryFamilyOnce) {
   EXPECT_EQ(p.value("sluice_retries_total", {{"upstream", "backend"}, {"reason", "timeout"}}), 1);
   EXPECT_EQ(p.value("sluice_config_reloads_total", {{"result", "success"}}), 1);
   EXPECT_EQ(p.value("sluice_config_reloads_total", {{"result", "failure"}}), 2);
-  EXPECT_EQ(p.value("sluice_mqtt_messages_total", {{"listener", "web"}}), 1);
+  EXPECT_EQ(p.value("sluice_mqtt_messages_total", {{"listener", "web"}, {"result", "forwarded"}}),
+            2);
+  EXPECT_EQ(p.value("sluice_mqtt_messages_total", {{"listener", "web"}, {"result", "unrouted"}}),
+            1);
+  EXPECT_EQ(p.count("sluice_mqtt_messages_total"), 2u);  // zero rows are not written
   EXPECT_EQ(p.value("sluice_websocket_messages_total", {{"route", "api"}}), 1);
 }
 
@@ -488,7 +494,7 @@ TEST(Metrics, MemoryPerWorkerFollowsTheLayout) {
   }
   for (int i = 0; i < 4; ++i) listeners.push_back("l" + std::to_string(i));
   WorkerMetrics m(make_layout(routes, upstreams, targets, listeners));
-  const size_t counters = 101 * 14 + 5 * 5 + 21 * 4 + (20 * 6 + 1) * 6;
+  const size_t counters = 101 * 14 + 5 * 8 + 21 * 4 + (20 * 6 + 1) * 6;
   const size_t expected = (counters + 7) / 8 * 64 + size_t{101 + 21} * 128;
   EXPECT_EQ(m.memory_bytes(), expected);
   EXPECT_EQ(sizeof(Histogram), 128u);

@@ -1,0 +1,155 @@
+#include "proxy/websocket_bridge.h"
+
+#include <deque>
+#include <optional>
+
+#include <fmt/format.h>
+#include <boost/beast/core/buffers_to_string.hpp>
+#include <boost/beast/core/flat_buffer.hpp>
+#include <boost/beast/http/empty_body.hpp>
+#include <boost/beast/http/message.hpp>
+#include <boost/beast/websocket/stream.hpp>
+
+#include "core/log.h"
+#include "proxy/upstream_call.h"
+#include "server/snapshot.h"
+#include "server/worker.h"
+
+namespace sluice::proxy {
+
+namespace beast = boost::beast;
+namespace websocket = beast::websocket;
+
+namespace {
+
+// One message on its way: sent upstream, and its answer once there.
+struct Pending {
+  bool binary = false;
+  std::optional<std::string> reply;  // the message to send back, once known
+};
+
+// Shared by the connection's reader (bridge_websocket), its writer and the upstream calls it
+// started, which may outlive it (they only touch `signal`, `queue` entries and counters).
+struct State {
+  State(tcp::socket& socket, const asio::any_io_executor& ex)
+      : ws(socket), signal(ex, asio::steady_timer::time_point::max()) {}
+  websocket::stream<tcp::socket&> ws;
+  asio::steady_timer signal;  // cancelled whenever a reply arrives or the reader changes state
+  std::deque<std::shared_ptr<Pending>> queue;  // in message order
+  bool reading_done = false;
+  bool writer_done = false;
+  uint64_t upstream_errors = 0;
+  uint64_t messages_out = 0, bytes_out = 0;
+  void notify() { signal.cancel(); }
+};
+
+asio::awaitable<void> call(server::Worker& worker, std::shared_ptr<const server::Snapshot> snap,
+                           size_t upstream_index, CallRequest req, std::shared_ptr<Pending> p,
+                           std::shared_ptr<State> st) {
+  CallResult r = co_await call_upstream(worker, *snap, upstream_index, std::move(req));
+  if (r.error && r.status == 0) {
+    // No answer from the upstream: the client still gets one message for this one, saying so.
+    ++st->upstream_errors;
+    p->reply = fmt::format(R"({{"error":"{}","status":{},"request_id":"{}"}})", r.error.reason(),
+                           r.error.status(), r.request_id);
+  } else {
+    p->reply = std::move(r.body);
+  }
+  st->notify();
+}
+
+// Sends replies in message order as they become ready; ends when the reader is done and nothing
+// is left to send, or the WebSocket fails.
+asio::awaitable<void> write_loop(std::shared_ptr<State> st) {
+  for (;;) {
+    while (!st->queue.empty() && st->queue.front()->reply) {
+      std::shared_ptr<Pending> p = st->queue.front();
+      st->queue.pop_front();
+      st->notify();  // the reader may be waiting for room
+      st->ws.binary(p->binary);
+      auto [ec, n] = co_await st->ws.async_write(asio::buffer(*p->reply), use_nothrow);
+      if (ec) {
+        st->writer_done = true;
+        st->notify();
+        co_return;
+      }
+      ++st->messages_out;
+      st->bytes_out += n;
+    }
+    if (st->reading_done && (st->queue.empty() || !st->ws.is_open())) break;
+    co_await st->signal.async_wait(use_nothrow);
+  }
+  st->writer_done = true;
+  st->notify();
+}
+
+}  // namespace
+
+asio::awaitable<BridgeStats> bridge_websocket(server::Worker& worker, tcp::socket& socket,
+                                              std::shared_ptr<const server::Snapshot> snap,
+                                              size_t upstream_index, BridgeRequest b) {
+  BridgeStats stats;
+  const auto ex = co_await asio::this_coro::executor;
+  auto st = std::make_shared<State>(socket, ex);
+  websocket::stream<tcp::socket&>& ws = st->ws;
+  websocket::stream_base::timeout t{};
+  t.handshake_timeout = std::chrono::seconds(10);
+  t.idle_timeout = std::chrono::duration_cast<std::chrono::steady_clock::duration>(b.idle);
+  t.keep_alive_pings = true;  // a ping at half the idle time: a live client answers it
+  ws.set_option(t);
+  ws.read_message_max(static_cast<size_t>(b.max_message));
+  ws.auto_fragment(false);
+
+  beast::http::request<beast::http::empty_body> req;
+  req.method(beast::http::verb::get);
+  req.target(b.target);
+  req.version(11);
+  for (const auto& [name, value] : b.headers) req.insert(name, value);
+  auto [aec] = co_await ws.async_accept(req, use_nothrow);
+  if (aec) co_return stats;
+  stats.accepted = true;
+
+  asio::co_spawn(ex, write_loop(st), asio::detached);
+  beast::flat_buffer buf;
+  uint64_t index = 0;
+  for (;;) {
+    if (st->writer_done) break;
+    if (st->queue.size() >= b.max_in_flight) {
+      co_await st->signal.async_wait(use_nothrow);
+      continue;
+    }
+    auto [ec, n] = co_await ws.async_read(buf, use_nothrow);
+    if (ec) break;  // closed by the client (websocket::error::closed), idle, or an error
+    ++stats.messages_in;
+    stats.bytes_in += n;
+    auto p = std::make_shared<Pending>();
+    p->binary = ws.got_binary();
+    st->queue.push_back(p);
+    CallRequest cr;
+    cr.method = b.method;
+    cr.path = b.path;
+    cr.host = b.host;
+    cr.headers = b.extra_headers;
+    cr.headers.emplace_back("x-websocket-connection-id", b.connection_id);
+    cr.headers.emplace_back("x-websocket-message", std::to_string(index++));
+    cr.headers.emplace_back("content-type",
+                            p->binary ? "application/octet-stream" : "text/plain; charset=utf-8");
+    cr.body = beast::buffers_to_string(buf.data());
+    buf.consume(buf.size());
+    cr.timeout = b.timeout;
+    cr.max_response_body = static_cast<size_t>(b.max_message);
+    asio::co_spawn(ex, call(worker, snap, upstream_index, std::move(cr), p, st), asio::detached);
+  }
+  // The writer still sends what gets answered (a client that only half-closed still reads); it
+  // ends once the queue is empty or the WebSocket is gone. It uses the socket: wait for it.
+  st->reading_done = true;
+  st->notify();
+  while (!st->writer_done) co_await st->signal.async_wait(use_nothrow);
+  if (ws.is_open()) co_await ws.async_close(websocket::close_code::normal, use_nothrow);
+  stats.messages_out = st->messages_out;
+  stats.bytes_out = st->bytes_out;
+  stats.upstream_errors = st->upstream_errors;
+  co_return stats;
+}
+
+}  // namespace sluice::proxy

@@ -1,0 +1,56 @@
+// Route `websocket_bridge`: the gateway terminates the WebSocket (Boost.Beast) and turns each
+// message into one HTTP request to the route's upstream; each response body goes back as one
+// message, in the order the messages came, whatever order the responses finish in.
+//
+//   BridgeStats s = co_await bridge_websocket(worker, socket, snap, upstream_index, std::move(b));
+//
+// Called by the HTTP session once the upgrade request has passed the route's filters (auth,
+// allow, rate limits); it answers the handshake itself and returns when the WebSocket is closed
+// (by either side, an error, or `idle` without a message or a pong). Runs on the worker's thread.
+// Upstream calls in flight when the client goes away finish on their own and are discarded.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "core/duration.h"
+#include "server/asio.h"
+
+namespace sluice::server {
+class Worker;
+struct Snapshot;
+}  // namespace sluice::server
+
+namespace sluice::proxy {
+
+struct BridgeRequest {
+  // The client's upgrade request, for the handshake.
+  std::string target;  // as received (path and query)
+  std::vector<std::pair<std::string, std::string>> headers;
+  // What each message becomes.
+  std::string method = "POST";
+  std::string path;  // origin-form, after the route's rewrite (query included)
+  std::string host;  // the client's Host
+  std::vector<std::pair<std::string, std::string>> extra_headers;  // x-forwarded-for, ...
+  std::string connection_id;  // x-websocket-connection-id: the upgrade request's x-request-id
+  uint32_t max_in_flight = 16;
+  uint64_t max_message = 10 * 1024 * 1024;
+  Duration idle = std::chrono::seconds(75);
+  std::optional<Duration> timeout;  // per upstream request; default the upstream's
+};
+
+struct BridgeStats {
+  bool accepted = false;  // the handshake succeeded
+  uint64_t messages_in = 0, messages_out = 0, bytes_in = 0, bytes_out = 0;
+  uint64_t upstream_errors = 0;  // messages answered by the gateway (no upstream answer)
+};
+
+asio::awaitable<BridgeStats> bridge_websocket(server::Worker& worker, tcp::socket& socket,
+                                              std::shared_ptr<const server::Snapshot> snap,
+                                              size_t upstream_index, BridgeRequest request);
+
+}  // namespace sluice::proxy

@@ -1,0 +1,140 @@
+"""Route `websocket_bridge`: the gateway terminates the WebSocket; each message becomes one HTTP
+request to the route's upstream (method from the config, body = the message, headers naming the
+connection), and each response body comes back as one message, in message order, with a bounded
+number of messages in flight per connection."""
+
+import asyncio
+import json
+import threading
+import time
+
+import pytest
+import websockets
+
+from conftest import HOST, Reply, base_config, free_port, proxy_config
+
+
+def bridge_gateway(gateway_factory, upstreams, route_extra=None, **extra):
+    port = free_port()
+    route = {"match": {"path": "/ws"}, "upstream": "app", "websocket_bridge": {"method": "POST"}}
+    route |= route_extra or {}
+    return gateway_factory(base_config(port, **proxy_config(upstreams, [route])) | extra)
+
+
+def run(coro):
+    return asyncio.run(asyncio.wait_for(coro, 30))
+
+
+def test_each_message_is_one_request_and_replies_come_back_in_order(gateway_factory, backend):
+    # The first message is answered last: the replies must still come back in message order.
+    def handler(req):
+        text = req.body.decode()
+        return Reply(200, [("content-type", "text/plain")], text.upper().encode(),
+                     delay=0.4 if text == "m0" else 0)
+    backend.handler = handler
+    gw = bridge_gateway(gateway_factory, {"app": [backend]})
+
+    async def go():
+        async with websockets.connect(f"ws://{HOST}:{gw.port}/ws/chat?room=1") as ws:
+            for i in range(5):
+                await ws.send(f"m{i}")
+            return [await ws.recv() for _ in range(5)]
+    assert run(go()) == ["M0", "M1", "M2", "M3", "M4"]
+    reqs = sorted(backend.wait_requests(5), key=lambda r: int(r.header("x-websocket-message")))
+    assert [r.body for r in reqs] == [b"m0", b"m1", b"m2", b"m3", b"m4"]
+    assert all(r.method == "POST" and r.target == "/ws/chat?room=1" for r in reqs)
+    assert len({r.header("x-websocket-connection-id") for r in reqs}) == 1
+    assert all(r.header("content-type") == "text/plain; charset=utf-8" for r in reqs)
+    assert all(r.header("x-forwarded-for") == "127.0.0.1" and r.header("upgrade") is None for r in reqs)
+    entry = gw.wait_access_log(1)[0]
+    assert entry["protocol"] == "websocket" and entry["status"] == 101 and entry["attempts"] == 5
+
+
+def test_binary_messages_stay_binary_and_method_and_rewrite_apply(gateway_factory, backend):
+    backend.handler = lambda req: Reply(200, [], bytes(reversed(req.body)))
+    gw = bridge_gateway(gateway_factory, {"app": [backend]},
+                        {"websocket_bridge": {"method": "PUT"}, "rewrite": {"strip_prefix": True}})
+
+    async def go():
+        async with websockets.connect(f"ws://{HOST}:{gw.port}/ws/devices") as ws:
+            await ws.send(b"\x01\x02\x03")
+            return await ws.recv()
+    assert run(go()) == b"\x03\x02\x01"
+    req = backend.wait_requests(1)[0]
+    assert req.method == "PUT" and req.target == "/devices"
+    assert req.header("content-type") == "application/octet-stream"
+
+
+def test_upstream_down_answers_the_message_with_an_error_and_keeps_the_socket(gateway_factory):
+    gw = bridge_gateway(gateway_factory, {"app": ["127.0.0.1:1"]})
+
+    async def go():
+        async with websockets.connect(f"ws://{HOST}:{gw.port}/ws") as ws:
+            await ws.send("hello")
+            first = await ws.recv()
+            await ws.send("again")
+            return first, await ws.recv()
+    first, second = run(go())
+    assert '"status":502' in first and "upstream connection refused" in first
+    assert '"status":502' in second
+    assert "2 of 2 messages got no upstream answer" in gw.wait_access_log(1)[0]["error"]
+
+
+def test_messages_in_flight_per_connection_are_bounded(gateway_factory, backend):
+    active, peak, lock = [0], [0], threading.Lock()
+
+    def handler(req):
+        with lock:
+            active[0] += 1
+            peak[0] = max(peak[0], active[0])
+        time.sleep(0.2)
+        with lock:
+            active[0] -= 1
+        return Reply(200, [], req.body)
+    backend.handler = handler
+    gw = bridge_gateway(gateway_factory, {"app": [backend]},
+                        {"websocket_bridge": {"method": "POST", "max_in_flight": 2}})
+
+    async def go():
+        async with websockets.connect(f"ws://{HOST}:{gw.port}/ws") as ws:
+            for i in range(6):
+                await ws.send(str(i))
+            return [await ws.recv() for _ in range(6)]
+    assert run(go()) == [str(i) for i in range(6)]
+    assert peak[0] == 2
+
+
+def test_the_routes_auth_guards_the_handshake(gateway_factory, backend):
+    gw = bridge_gateway(gateway_factory, {"app": [backend]}, {"auth": "keys"},
+                        consumers=[{"name": "alice", "api_keys": ["key:k-alice"]}],
+                        auth={"keys": {"api_key": {"header": "x-api-key"}}})
+
+    async def refused():
+        with pytest.raises(websockets.InvalidStatusCode) as e:
+            async with websockets.connect(f"ws://{HOST}:{gw.port}/ws"):
+                pass
+        return e.value.status_code
+    assert run(refused()) == 401
+
+    async def accepted():
+        async with websockets.connect(f"ws://{HOST}:{gw.port}/ws", extra_headers={"x-api-key": "k-alice"}) as ws:
+            await ws.send("hi")
+            return await ws.recv()
+    assert json.loads(run(accepted())) == {"backend": "backend", "method": "POST", "target": "/ws", "body_bytes": 2}
+    req = backend.wait_requests(1)[0]
+    assert req.header("x-consumer") == "alice"
+
+
+def test_client_close_ends_the_bridge_and_is_logged(gateway_factory, backend):
+    backend.handler = lambda req: Reply(200, [], b"ok")
+    gw = bridge_gateway(gateway_factory, {"app": [backend]})
+
+    async def go():
+        ws = await websockets.connect(f"ws://{HOST}:{gw.port}/ws")
+        await ws.send("x")
+        assert await ws.recv() == "ok"
+        await ws.close(1000)
+        return ws.close_code
+    assert run(go()) == 1000
+    entry = gw.wait_access_log(1)[0]
+    assert entry["status"] == 101 and entry["bytes_in"] > 0 and entry["bytes_out"] > 0
