@@ -1,4 +1,5 @@
 #include "proxy/http_session.h"
+#include "proxy/upstream_call.h"
 #include "proxy/websocket_bridge.h"
 
 #include <array>
@@ -1389,48 +1390,6 @@ asio::awaitable<filters::Step> run_async(filters::Step::Start start) {
   });
   while (!st->result) co_await st->signal.async_wait(use_nothrow);
   co_return std::move(*st->result);
-}
-
-// Connects to `target` within the upstream's connect timeout.
-asio::awaitable<Error> connect_target(tcp::socket& sock, const std::string& ip, uint16_t port,
-                                      Duration timeout, Watchdog& wd) {
-  error_code ec;
-  auto addr = asio::ip::make_address(ip, ec);
-  if (ec) co_return Error{Source::Upstream, ErrorKind::ConnectFailed};
-  tcp::endpoint ep(addr, port);
-  sock.open(ep.protocol(), ec);
-  if (ec) co_return Error{Source::Internal, ErrorKind::ConnectFailed};
-  wd.arm(timeout, &sock);
-  auto [cec] = co_await sock.async_connect(ep, use_nothrow);
-  wd.disarm();
-  if (cec) {
-    if (wd.expired()) co_return Error{Source::Upstream, ErrorKind::ConnectTimeout};
-    if (cec == asio::error::connection_refused) {
-      co_return Error{Source::Upstream, ErrorKind::ConnectRefused};
-    }
-    co_return Error{Source::Upstream, ErrorKind::ConnectFailed};
-  }
-  sock.set_option(tcp::no_delay(true), ec);
-  co_return Error{};
-}
-
-// Upstream `tls:`: the client handshake on a fresh connection, within the connect timeout.
-asio::awaitable<Error> upstream_handshake(UpstreamConnection& conn, const CompiledUpstream& up,
-                                          const CompiledTarget& target, const std::string& key,
-                                          Watchdog& wd, Duration timeout) {
-  SSL* ssl = up.tls->new_ssl(target.host, key);
-  if (ssl == nullptr) co_return Error{Source::Internal, ErrorKind::TlsFailed};
-  conn.tls = std::make_unique<server::TlsStream>(conn.socket, ssl);
-  wd.arm(timeout, &conn.socket);
-  error_code ec = co_await conn.tls->handshake();
-  wd.disarm();
-  if (!ec) co_return Error{};
-  if (wd.expired()) co_return Error{Source::Upstream, ErrorKind::ConnectTimeout};
-  std::string why = tls::verify_error(ssl);
-  log::warn("upstream {} target {}: TLS handshake failed: {}", up.config->name, target.address,
-            why.empty() ? ec.message() : why);
-  tls::clear_errors();
-  co_return Error{Source::Upstream, ErrorKind::TlsFailed};
 }
 
 bool idempotent(std::string_view method) {

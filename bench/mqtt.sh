@@ -1,0 +1,101 @@
+#!/usr/bin/env bash
+# MQTT PUBLISH -> HTTP, end to end: PUBS parallel `mosquitto_pub -l` publishers (one connection
+# each, MSGS messages of SIZE bytes, one per stdin line) through a sluice `protocol: mqtt`
+# listener to one nginx backend answering 200 to every POST (bench/peers/backend.conf.in).
+# QoS 1 messages are acknowledged only after the backend's 2xx, so a QoS 1 run measures the
+# whole round trip (mosquitto_pub keeps up to 20 messages in flight per connection by default);
+# QoS 0 measures how fast the gateway forwards what it is sent. Per QoS, ROUNDS rounds -> the
+# median of messages/s (all publishers' messages / wall time until the last one exits), and the
+# backend's request count is checked against what was sent (QoS 1: exactly; QoS 0: reported).
+# Ports 9361-9362, loopback only, bounded in time; every process it starts is stopped by PID.
+#   bench/mqtt.sh          ROUNDS=3 MSGS=20000 SIZE=64 PUBS=4 WORKERS=1 KEEP=0 BIN=build/release/sluice
+set -Eeuo pipefail
+cd "$(dirname "$0")/.."
+ROUNDS=${ROUNDS:-3}; MSGS=${MSGS:-20000}; SIZE=${SIZE:-64}; PUBS=${PUBS:-4}; WORKERS=${WORKERS:-1}
+KEEP=${KEEP:-0}
+BIN=${BIN:-$PWD/build/release/sluice}
+[ -x "$BIN" ] || { echo "build the release binary first: make release" >&2; exit 1; }
+for tool in nginx mosquitto_pub ss timeout; do
+  command -v "$tool" >/dev/null || { echo "needs $tool (scripts/deps.sh)" >&2; exit 1; }
+done
+P_BACKEND=9361 P_MQTT=9362
+for p in $P_BACKEND $P_MQTT; do
+  if ss -Hltn "sport = :$p" | grep -q .; then echo "port $p busy" >&2; exit 1; fi
+done
+RUN=$(mktemp -d /tmp/sluice-mqtt.XXXXXX)
+mkdir -p "$RUN/tmp"
+PIDS=()
+# shellcheck disable=SC2317  # invoked by the trap
+cleanup() {
+  local pid
+  for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+  sleep 0.3
+  for pid in "${PIDS[@]}"; do kill -KILL "$pid" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  if [ "$KEEP" = 1 ]; then echo "scratch files kept in $RUN"; else rm -rf "$RUN"; fi
+}
+trap cleanup EXIT
+wait_port() {
+  for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0; sleep 0.05; done
+  echo "port $1 not up" >&2; return 1
+}
+
+# The backend counts requests in its access log (one short line each).
+sed "s/@PORT@/$P_BACKEND/g; s#access_log off;#access_log $RUN/backend.access.log;#" \
+  bench/peers/backend.conf.in >"$RUN/backend.conf"
+nginx -p "$RUN/" -c "$RUN/backend.conf" -g 'daemon off;' >"$RUN/backend.out" 2>&1 &
+PIDS+=($!)
+cat >"$RUN/sluice.yaml" <<YAML
+listeners:
+  - { name: iot, listen: 127.0.0.1:$P_MQTT, protocol: mqtt }
+workers: $WORKERS
+log: { access: off, error: stderr }
+upstreams:
+  telemetry: [127.0.0.1:$P_BACKEND]
+mqtt:
+  routes:
+    - { topic: devices/+/telemetry, upstream: telemetry, path: "/ingest/{1}" }
+YAML
+"$BIN" run -c "$RUN/sluice.yaml" 2>"$RUN/sluice.err" &
+PIDS+=($!)
+wait_port $P_BACKEND
+wait_port $P_MQTT
+
+payload=$(head -c "$SIZE" /dev/zero | tr '\0' 'x')
+for i in $(seq "$MSGS"); do echo "$payload"; done >"$RUN/lines"
+backend_count() { wc -l <"$RUN/backend.access.log"; }
+
+echo "== MQTT PUBLISH -> HTTP: ROUNDS=$ROUNDS MSGS=$MSGS x PUBS=$PUBS SIZE=$SIZE WORKERS=$WORKERS"
+echo "   sluice $BIN ($(date -r "$BIN" '+%F %T'))"
+for r in $(seq "$ROUNDS"); do
+  for q in 0 1; do
+    before=$(backend_count)
+    t0=$(date +%s%N)
+    pids=()
+    for p in $(seq "$PUBS"); do
+      timeout 120 mosquitto_pub -h 127.0.0.1 -p $P_MQTT -i "bench-$q-$p" -t "devices/d$p/telemetry" \
+        -q "$q" -l <"$RUN/lines" &
+      pids+=($!)
+    done
+    fail=0
+    for pid in "${pids[@]}"; do wait "$pid" || fail=1; done
+    ns=$(($(date +%s%N) - t0))
+    sleep 0.5  # QoS 0: let the last messages reach the backend before counting
+    got=$(($(backend_count) - before))
+    sent=$((MSGS * PUBS))
+    mps=$(awk -v n="$sent" -v ns="$ns" 'BEGIN { printf "%.0f", n / (ns / 1e9) }')
+    echo "$mps $got $sent $fail" >>"$RUN/res-q$q"
+    printf "round %s QoS %s  %7s msg/s  backend got %s of %s%s\n" "$r" "$q" "$mps" "$got" "$sent" \
+      "$([ "$fail" = 1 ] && echo '  (a publisher failed)')"
+  done
+done
+median_col() {
+  awk -v k="$2" '{ print $k }' "$1" | sort -g | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }'
+}
+echo
+echo "| QoS | messages/s (median) | delivered to the backend (all rounds) |"
+echo "|---|---|---|"
+for q in 0 1; do
+  tot=$(awk '{ g += $2; s += $3 } END { printf "%d of %d", g, s }' "$RUN/res-q$q")
+  echo "| $q | $(median_col "$RUN/res-q$q" 1) | $tot |"
+done
