@@ -5,8 +5,8 @@
 # QoS 1 messages are acknowledged only after the backend's 2xx, so a QoS 1 run measures the
 # whole round trip (mosquitto_pub keeps up to 20 messages in flight per connection by default);
 # QoS 0 measures how fast the gateway forwards what it is sent. Per QoS, ROUNDS rounds -> the
-# median of messages/s (all publishers' messages / wall time until the last one exits), and the
-# backend's request count is checked against what was sent (QoS 1: exactly; QoS 0: reported).
+# median of messages/s (all publishers' messages / wall time until the backend has received them
+# all), and the backend's request count is checked against what was sent.
 # Ports 9361-9362, loopback only, bounded in time; every process it starts is stopped by PID.
 #   bench/mqtt.sh          ROUNDS=3 MSGS=20000 SIZE=64 PUBS=4 WORKERS=1 KEEP=0 BIN=build/release/sluice
 set -Eeuo pipefail
@@ -79,10 +79,19 @@ for r in $(seq "$ROUNDS"); do
     done
     fail=0
     for pid in "${pids[@]}"; do wait "$pid" || fail=1; done
-    ns=$(($(date +%s%N) - t0))
-    sleep 0.5  # QoS 0: let the last messages reach the backend before counting
-    got=$(($(backend_count) - before))
     sent=$((MSGS * PUBS))
+    # QoS 0 publishers finish long before the gateway has forwarded everything (it reads at the
+    # pace it forwards, so nothing is dropped): the clock stops when the backend has them all
+    # (or nothing more arrived for 2 s). QoS 1 publishers end after the last PUBACK.
+    last=-1; still=0
+    while :; do
+      got=$(($(backend_count) - before))
+      [ "$got" -ge "$sent" ] && break
+      if [ "$got" = "$last" ]; then still=$((still + 1)); [ "$still" -ge 40 ] && break; else still=0; fi
+      last=$got; sleep 0.05
+    done
+    ns=$(($(date +%s%N) - t0))
+    [ "$got" -lt "$sent" ] && ns=$((ns - 2000000000))
     mps=$(awk -v n="$sent" -v ns="$ns" 'BEGIN { printf "%.0f", n / (ns / 1e9) }')
     echo "$mps $got $sent $fail" >>"$RUN/res-q$q"
     printf "round %s QoS %s  %7s msg/s  backend got %s of %s%s\n" "$r" "$q" "$mps" "$got" "$sent" \
