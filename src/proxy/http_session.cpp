@@ -2266,6 +2266,10 @@ asio::awaitable<HttpSession::Next> HttpSession::bridge(const CompiledRoute& rout
   b.max_message = limits_.max_body;
   b.idle = limits_.idle_timeout;
   b.timeout = route_timeout_;
+  if (snap_->config.admin) {
+    b.metrics = metrics_;
+    b.route = route_index_;
+  }
   down_wd_.disarm();
   xs_->log.protocol = "websocket";
   proxy::BridgeStats stats = co_await proxy::bridge_websocket(

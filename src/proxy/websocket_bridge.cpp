@@ -14,6 +14,7 @@
 #include "proxy/upstream_call.h"
 #include "server/snapshot.h"
 #include "server/worker.h"
+#include "stats/metrics.h"
 
 namespace sluice::proxy {
 
@@ -122,6 +123,7 @@ asio::awaitable<BridgeStats> bridge_websocket(server::Worker& worker, tcp::socke
     if (ec) break;  // closed by the client (websocket::error::closed), idle, or an error
     ++stats.messages_in;
     stats.bytes_in += n;
+    if (b.metrics) b.metrics->websocket_message(b.route);
     auto p = std::make_shared<Pending>();
     p->binary = ws.got_binary();
     st->queue.push_back(p);

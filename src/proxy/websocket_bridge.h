@@ -24,6 +24,9 @@ namespace sluice::server {
 class Worker;
 struct Snapshot;
 }  // namespace sluice::server
+namespace sluice::stats {
+class WorkerMetrics;
+}
 
 namespace sluice::proxy {
 
@@ -41,6 +44,10 @@ struct BridgeRequest {
   uint64_t max_message = 10 * 1024 * 1024;
   Duration idle = std::chrono::seconds(75);
   std::optional<Duration> timeout;  // per upstream request; default the upstream's
+  // sluice_websocket_messages_total{route}: each client message is counted in `metrics` (the
+  // worker's block for the session's snapshot) under `route`; null = not collected.
+  std::shared_ptr<stats::WorkerMetrics> metrics;
+  int route = -1;
 };
 
 struct BridgeStats {

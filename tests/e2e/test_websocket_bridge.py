@@ -138,3 +138,22 @@ def test_client_close_ends_the_bridge_and_is_logged(gateway_factory, backend):
     assert run(go()) == 1000
     entry = gw.wait_access_log(1)[0]
     assert entry["status"] == 101 and entry["bytes_in"] > 0 and entry["bytes_out"] > 0
+
+
+def test_bridge_messages_are_counted_per_route(gateway_factory, backend, http):
+    from prometheus_client.parser import text_string_to_metric_families
+    backend.handler = lambda req: Reply(200, [], b"ok")
+    admin = free_port()
+    gw = bridge_gateway(gateway_factory, {"app": [backend]}, {"name": "rpc"},
+                        admin={"listen": f"{HOST}:{admin}"})
+
+    async def go():
+        async with websockets.connect(f"ws://{HOST}:{gw.port}/ws") as ws:
+            for i in range(7):
+                await ws.send(str(i))
+            return [await ws.recv() for _ in range(7)]
+    assert run(go()) == ["ok"] * 7
+    text = http.get(f"http://{HOST}:{admin}/metrics").text
+    samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
+               for f in text_string_to_metric_families(text) for s in f.samples}
+    assert samples[("sluice_websocket_messages_total", (("route", "rpc"),))] == 7
