@@ -2223,13 +2223,6 @@ asio::awaitable<HttpSession::Next> HttpSession::bridge(const CompiledRoute& rout
                                                        std::string_view path,
                                                        filters::Exchange& x) {
   const config::Route& rc = *route.config;
-  if (tls_) {  // (Beast runs over the plain socket; TLS listeners are not bridged yet)
-    co_await send_local(501,
-                        R"({"error":"websocket_bridge is not available on TLS listeners yet"})",
-                        "application/json", {}, true);
-    write_access_log();
-    co_return Next::Close;
-  }
   int up_index = route.upstream;
   if (rc.action == config::Route::Action::Split) {
     up_index = route.split_upstreams[upstream::pick_split(route.split_weights, worker_.random())];
@@ -2259,7 +2252,7 @@ asio::awaitable<HttpSession::Next> HttpSession::bridge(const CompiledRoute& rout
     b.extra_headers.emplace_back(to_lower_ascii(h.name), std::string(h.value));
   }
   b.extra_headers.emplace_back("x-forwarded-for", client_ip_);
-  b.extra_headers.emplace_back("x-forwarded-proto", "http");
+  b.extra_headers.emplace_back("x-forwarded-proto", tls_ ? "https" : "http");
   if (!x.consumer().empty()) b.extra_headers.emplace_back("x-consumer", std::string(x.consumer()));
   b.connection_id = xs_->request_id;
   b.max_in_flight = rc.websocket_bridge->max_in_flight;
@@ -2273,7 +2266,7 @@ asio::awaitable<HttpSession::Next> HttpSession::bridge(const CompiledRoute& rout
   down_wd_.disarm();
   xs_->log.protocol = "websocket";
   proxy::BridgeStats stats = co_await proxy::bridge_websocket(
-      worker_, socket_, snap_, static_cast<size_t>(up_index), std::move(b));
+      worker_, socket_, tls_.get(), snap_, static_cast<size_t>(up_index), std::move(b));
   xs_->log.status = stats.accepted ? 101 : 400;
   xs_->log.bytes_in += stats.bytes_in;
   xs_->log.bytes_out += stats.bytes_out;

@@ -13,6 +13,7 @@
 #include "core/log.h"
 #include "proxy/upstream_call.h"
 #include "server/snapshot.h"
+#include "server/tls_stream.h"
 #include "server/worker.h"
 #include "stats/metrics.h"
 
@@ -20,6 +21,88 @@ namespace sluice::proxy {
 
 namespace beast = boost::beast;
 namespace websocket = beast::websocket;
+
+// Beast's AsyncStream over the client connection: the socket itself, or the TlsStream over it
+// (the same choice as server::Io, one branch per operation). Partial reads and writes are fine
+// for Beast, so each operation uses the first buffer of the sequence.
+class IoStream {
+ public:
+  using executor_type = asio::any_io_executor;
+  IoStream(tcp::socket& socket, server::TlsStream* tls) : socket_(socket), tls_(tls) {}
+  executor_type get_executor() { return socket_.get_executor(); }
+  tcp::socket& socket() { return socket_; }
+  server::TlsStream* tls() { return tls_; }
+
+  template <typename MutableBufferSequence, typename Token>
+  auto async_read_some(const MutableBufferSequence& buffers, Token&& token) {
+    return asio::async_initiate<Token, void(error_code, size_t)>(
+        [this](auto handler, asio::mutable_buffer b) {
+          if (tls_ == nullptr) {
+            socket_.async_read_some(b, std::move(handler));
+            return;
+          }
+          asio::co_spawn(socket_.get_executor(), tls_->read_some(b),
+                         [h = std::move(handler)](std::exception_ptr e,
+                                                  std::tuple<error_code, size_t> r) mutable {
+                           if (e) std::get<0>(r) = asio::error::connection_aborted;
+                           std::move(h)(std::get<0>(r), std::get<1>(r));
+                         });
+        },
+        token, first(buffers));
+  }
+
+  template <typename ConstBufferSequence, typename Token>
+  auto async_write_some(const ConstBufferSequence& buffers, Token&& token) {
+    return asio::async_initiate<Token, void(error_code, size_t)>(
+        [this](auto handler, asio::const_buffer b) {
+          if (tls_ == nullptr) {
+            socket_.async_write_some(b, std::move(handler));
+            return;
+          }
+          asio::co_spawn(socket_.get_executor(), write_tls(tls_, b),
+                         [h = std::move(handler)](std::exception_ptr e,
+                                                  std::tuple<error_code, size_t> r) mutable {
+                           if (e) std::get<0>(r) = asio::error::connection_aborted;
+                           std::move(h)(std::get<0>(r), std::get<1>(r));
+                         });
+        },
+        token, first(buffers));
+  }
+
+ private:
+  template <typename Buffers>
+  static auto first(const Buffers& buffers) {
+    for (auto it = asio::buffer_sequence_begin(buffers); it != asio::buffer_sequence_end(buffers);
+         ++it) {
+      if ((*it).size() != 0) return *it;
+    }
+    return *asio::buffer_sequence_begin(buffers);
+  }
+  static asio::awaitable<std::tuple<error_code, size_t>> write_tls(server::TlsStream* tls,
+                                                                   asio::const_buffer b) {
+    co_return co_await tls->write(std::span<const asio::const_buffer>(&b, 1));
+  }
+
+  tcp::socket& socket_;
+  server::TlsStream* tls_;
+};
+
+// Beast's customisation points for closing IoStream (found by argument-dependent lookup).
+void beast_close_socket(IoStream& s) {
+  error_code ignored;
+  s.socket().close(ignored);
+}
+void teardown(beast::role_type, IoStream& s, error_code& ec) {
+  if (s.tls() != nullptr) s.tls()->shutdown();
+  s.socket().shutdown(tcp::socket::shutdown_both, ec);
+}
+template <typename TeardownHandler>
+void async_teardown(beast::role_type role, IoStream& s, TeardownHandler&& handler) {
+  error_code ec;
+  teardown(role, s, ec);
+  asio::post(s.get_executor(),
+             [h = std::forward<TeardownHandler>(handler), ec]() mutable { std::move(h)(ec); });
+}
 
 namespace {
 
@@ -32,9 +115,9 @@ struct Pending {
 // Shared by the connection's reader (bridge_websocket), its writer and the upstream calls it
 // started, which may outlive it (they only touch `signal`, `queue` entries and counters).
 struct State {
-  State(tcp::socket& socket, const asio::any_io_executor& ex)
-      : ws(socket), signal(ex, asio::steady_timer::time_point::max()) {}
-  websocket::stream<tcp::socket&> ws;
+  State(tcp::socket& socket, server::TlsStream* tls, const asio::any_io_executor& ex)
+      : ws(socket, tls), signal(ex, asio::steady_timer::time_point::max()) {}
+  websocket::stream<IoStream> ws;
   asio::steady_timer signal;  // cancelled whenever a reply arrives or the reader changes state
   std::deque<std::shared_ptr<Pending>> queue;  // in message order
   bool reading_done = false;
@@ -87,12 +170,13 @@ asio::awaitable<void> write_loop(std::shared_ptr<State> st) {
 }  // namespace
 
 asio::awaitable<BridgeStats> bridge_websocket(server::Worker& worker, tcp::socket& socket,
+                                              server::TlsStream* tls,
                                               std::shared_ptr<const server::Snapshot> snap,
                                               size_t upstream_index, BridgeRequest b) {
   BridgeStats stats;
   const auto ex = co_await asio::this_coro::executor;
-  auto st = std::make_shared<State>(socket, ex);
-  websocket::stream<tcp::socket&>& ws = st->ws;
+  auto st = std::make_shared<State>(socket, tls, ex);
+  websocket::stream<IoStream>& ws = st->ws;
   websocket::stream_base::timeout t{};
   t.handshake_timeout = std::chrono::seconds(10);
   t.idle_timeout = std::chrono::duration_cast<std::chrono::steady_clock::duration>(b.idle);

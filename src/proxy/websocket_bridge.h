@@ -21,6 +21,7 @@
 #include "server/asio.h"
 
 namespace sluice::server {
+class TlsStream;
 class Worker;
 struct Snapshot;
 }  // namespace sluice::server
@@ -56,7 +57,9 @@ struct BridgeStats {
   uint64_t upstream_errors = 0;  // messages answered by the gateway (no upstream answer)
 };
 
+// `tls`: the TLS stream over `socket` on a TLS listener, else null.
 asio::awaitable<BridgeStats> bridge_websocket(server::Worker& worker, tcp::socket& socket,
+                                              server::TlsStream* tls,
                                               std::shared_ptr<const server::Snapshot> snap,
                                               size_t upstream_index, BridgeRequest request);
 

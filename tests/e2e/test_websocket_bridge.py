@@ -5,6 +5,7 @@ number of messages in flight per connection."""
 
 import asyncio
 import json
+import os
 import threading
 import time
 
@@ -157,3 +158,60 @@ def test_bridge_messages_are_counted_per_route(gateway_factory, backend, http):
     samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
                for f in text_string_to_metric_families(text) for s in f.samples}
     assert samples[("sluice_websocket_messages_total", (("route", "rpc"),))] == 7
+
+
+# ---- over TLS listeners (wss://) ---------------------------------------------------------------
+
+from test_tls import client_context, pki, tls_gateway  # noqa: E402,F401  (pki is a fixture)
+
+
+def test_bridge_over_a_tls_listener(gateway_factory, backend, pki):
+    backend.handler = lambda req: Reply(200, [], req.body[::-1])
+    gw = tls_gateway(gateway_factory, backend, pki,
+                     routes=[{"match": {"path": "/ws"}, "upstream": "app", "websocket_bridge": {"method": "POST"}}])
+
+    async def go():
+        async with websockets.connect(f"wss://a.test:{gw.port}/ws", ssl=client_context(pki, alpn=None),
+                                      host="127.0.0.1", port=gw.port, server_hostname="a.test") as ws:
+            out = []
+            for i in range(20):
+                await ws.send(f"abc{i}")
+            for _ in range(20):
+                out.append(await ws.recv())
+            big = os.urandom(300_000)
+            await ws.send(big)
+            assert await ws.recv() == big[::-1]
+            return out
+    assert run(go()) == [f"abc{i}"[::-1] for i in range(20)]
+    reqs = backend.wait_requests(21)
+    assert all(r.header("x-forwarded-proto") == "https" for r in reqs)
+
+
+def test_passthrough_over_a_tls_listener(gateway_factory, pki):
+    from test_websocket import WsServer
+    server = WsServer()
+    try:
+        port = free_port()
+        cfg = proxy_config({"ws": [server.address]},
+                           [{"match": {"path": "/"}, "upstream": "ws", "websocket": True}],
+                           listeners=[{"name": "https", "listen": f"{HOST}:{port}",
+                                       "tls": {"certificates": [{"cert": str(pki.a.cert), "key": str(pki.a.key)}]}}],
+                           workers=1, log={"access": "stdout", "error": "stderr"})
+        gw = gateway_factory(cfg, port=port)
+
+        async def go():
+            async with websockets.connect(f"wss://a.test:{port}/echo", ssl=client_context(pki, alpn=None),
+                                          host="127.0.0.1", port=port, server_hostname="a.test",
+                                          max_size=None) as ws:
+                blobs = [os.urandom(200_000) for _ in range(5)]
+                for b in blobs:
+                    await ws.send(b)
+                for b in blobs:
+                    assert await ws.recv() == b
+                for i in range(50):
+                    await ws.send(str(i))
+                    assert await ws.recv() == str(i)
+        run(go())
+        assert gw.wait_access_log(1)[0]["protocol"] == "websocket"
+    finally:
+        server.stop()
