@@ -84,6 +84,8 @@ int main(int argc, char** argv) {
   int demo_workers = 1;
   auto* demo = app.add_subcommand("demo", "run the gateway with three built-in demo backends");
   demo->add_option("--port", demo_port, "gateway port (default 8080)");
+  int demo_mqtt_port = 1883;
+  demo->add_option("--mqtt-port", demo_mqtt_port, "MQTT listener port (default 1883; 0 = none)");
   demo->add_option("--workers", demo_workers,
                    "worker threads (default 1, so the round robin is easy to see)");
 
@@ -106,7 +108,7 @@ int main(int argc, char** argv) {
   }
   if (*validate_cmd) return validate(config_path);
   if (*diff_cmd) return diff(diff_old, diff_new);
-  if (*demo) return sluice::demo::run_demo(demo_port, demo_workers);
+  if (*demo) return sluice::demo::run_demo(demo_port, demo_workers, demo_mqtt_port);
 
   sluice::server::GatewayOptions opts;
   opts.config_path = config_path;

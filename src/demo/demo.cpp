@@ -77,7 +77,7 @@ asio::awaitable<void> accept_backend(tcp::acceptor& acceptor, std::string name) 
 
 }  // namespace
 
-int run_demo(int port, int workers) {
+int run_demo(int port, int workers, int mqtt_port) {
   asio::io_context io{1};
   std::vector<std::unique_ptr<tcp::acceptor>> acceptors;
   std::vector<uint16_t> ports;
@@ -90,9 +90,19 @@ int run_demo(int port, int workers) {
   }
   std::thread backends([&io] { io.run(); });
 
+  std::string mqtt_listener, mqtt_section;
+  if (mqtt_port > 0) {
+    mqtt_listener =
+        fmt::format("  - {{ name: iot, listen: 127.0.0.1:{}, protocol: mqtt }}\n", mqtt_port);
+    mqtt_section = R"(mqtt:
+  routes:
+    - { topic: devices/+/telemetry, upstream: demo, path: "/ingest/{1}" }
+)";
+  }
   std::string yaml = fmt::format(R"(# sluice demo: built-in config
-listen: 127.0.0.1:{0}
-log: {{ access: stdout, access_format: json, error: stderr, level: info }}
+listeners:
+  - {{ name: web, listen: 127.0.0.1:{0} }}
+{4}log: {{ access: stdout, access_format: json, error: stderr, level: info }}
 upstreams:
   demo:
     targets:
@@ -106,30 +116,46 @@ routes:
   - name: old-docs
     match: {{ path: /docs }}
     redirect: {{ to: "https://example.com/sluice", status: 302 }}
+  - name: xml
+    match: {{ path: /xml }}
+    upstream: demo
+    rewrite: {{ strip_prefix: true }}
+    transform: {{ response: json_to_xml }}
+  - name: ws
+    match: {{ path: /ws }}
+    upstream: demo
+    websocket_bridge: {{ method: POST }}
   - name: demo
     match: {{ path: / }}
     upstream: demo
     headers: {{ response: {{ set: {{ x-served-by: sluice-demo }} }} }}
-)",
-                                 port, ports[0], ports[1], ports[2]);
+{5})",
+                                 port, ports[0], ports[1], ports[2], mqtt_listener, mqtt_section);
   server::GatewayOptions opts;
   opts.config_path = "<demo>";
   opts.config_text = yaml;
   opts.workers_override = workers;
-  opts.on_ready = [port, &ports] {
-    std::cout
-        << fmt::format(
-               "\nsluice demo is running on http://127.0.0.1:{0}\n"
-               "  three demo backends on 127.0.0.1:{1}, :{2} and :{3} (weights 1, 1, 2)\n\n"
-               "try:\n"
-               "  curl -s http://127.0.0.1:{0}/           # run it 4 times: demo-1, demo-2, "
-               "demo-3 twice\n"
-               "  curl -si http://127.0.0.1:{0}/hello     # answered by the gateway itself\n"
-               "  curl -si http://127.0.0.1:{0}/docs      # a redirect\n"
-               "  curl -si --path-as-is http://127.0.0.1:{0}/a/../../x  # a 400, JSON body\n\n"
-               "access log lines follow; Ctrl-C stops.\n\n",
-               port, ports[0], ports[1], ports[2])
-        << std::flush;
+  opts.on_ready = [port, mqtt_port, &ports] {
+    std::cout << fmt::format(
+                     "\nsluice demo is running on http://127.0.0.1:{0}\n"
+                     "  three demo backends on 127.0.0.1:{1}, :{2} and :{3} (weights 1, 1, 2)\n\n"
+                     "try:\n"
+                     "  curl -s http://127.0.0.1:{0}/           # run it 4 times: demo-1, demo-2, "
+                     "demo-3 twice\n"
+                     "  curl -si http://127.0.0.1:{0}/hello     # answered by the gateway itself\n"
+                     "  curl -si http://127.0.0.1:{0}/docs      # a redirect\n"
+                     "  curl -si --path-as-is http://127.0.0.1:{0}/a/../../x  # a 400, JSON body\n"
+                     "  curl -s http://127.0.0.1:{0}/xml/orders  # the backend's JSON, as XML\n"
+                     "  python3 -m websockets ws://127.0.0.1:{0}/ws   # each message -> one POST\n"
+                     "{4}\n"
+                     "access log lines follow; Ctrl-C stops.\n\n",
+                     port, ports[0], ports[1], ports[2],
+                     mqtt_port > 0
+                         ? fmt::format("  mosquitto_pub -p {} -t devices/d1/telemetry -m 21.5 -q 1"
+                                       "   # MQTT -> POST /ingest/d1\n",
+                                       mqtt_port)
+                         : std::string())
+              << std::flush;
   };
   int rc = server::run_gateway(opts);
   io.stop();

@@ -9,8 +9,10 @@ from conftest import free_port, raw_request
 
 @pytest.fixture
 def demo(gateway_factory):
-    port = free_port()
-    return gateway_factory(None, port=port, args=["demo", "--port", str(port)])
+    port, mqtt_port = free_port(), free_port()
+    gw = gateway_factory(None, port=port, args=["demo", "--port", str(port), "--mqtt-port", str(mqtt_port)])
+    gw.mqtt_port = mqtt_port
+    return gw
 
 
 def test_demo_balances_four_requests_over_its_three_named_backends(demo, http):
@@ -42,3 +44,27 @@ def test_demo_answers_its_advertised_examples(demo, http):
     assert r.status == 400
     body = json.loads(r.body)
     assert body["status"] == 400 and body["request_id"] == r.header("x-request-id")
+
+
+def test_demo_shows_protocol_translation(demo, http):
+    """The banner's translation examples: JSON as XML, a WebSocket bridge, MQTT -> HTTP."""
+    import asyncio
+    import subprocess
+    import websockets
+    r = http.get(demo.url("/xml/orders"))
+    assert r.status_code == 200 and r.headers["content-type"].startswith("application/xml")
+    assert "<path>/orders</path>" in r.text and "<backend>demo-" in r.text
+
+    async def ws():
+        async with websockets.connect(f"ws://127.0.0.1:{demo.port}/ws") as c:
+            await c.send("hello")
+            return json.loads(await c.recv())
+    reply = asyncio.run(asyncio.wait_for(ws(), 10))
+    assert reply["method"] == "POST" and reply["path"] == "/ws" and reply["body_bytes"] == 5
+
+    subprocess.run(["mosquitto_pub", "-h", "127.0.0.1", "-p", str(demo.mqtt_port), "-q", "1",
+                    "-t", "devices/d1/telemetry", "-m", "21.5"], check=True, timeout=10)
+    entry = demo.wait_access_log(3)[-1]
+    assert entry["protocol"] == "mqtt" and entry["path"] == "/ingest/d1" and entry["status"] == 200
+    out = demo.stdout() + demo.stderr()
+    assert "mosquitto_pub" in out and "/xml/" in out
