@@ -1,4 +1,5 @@
 #include "proxy/http_session.h"
+#include "proxy/hold.h"
 #include "proxy/upstream_call.h"
 #include "proxy/websocket_bridge.h"
 
@@ -1391,46 +1392,6 @@ asio::awaitable<filters::Step> run_async(filters::Step::Start start) {
   while (!st->result) co_await st->signal.async_wait(use_nothrow);
   co_return std::move(*st->result);
 }
-
-bool idempotent(std::string_view method) {
-  return method == "GET" || method == "HEAD" || method == "OPTIONS" || method == "PUT" ||
-         method == "DELETE" || method == "TRACE";
-}
-
-// Counts one unit in an atomic for as long as it lives (in-flight requests, retries...). A
-// pointer, not a std::function: four of these live on every proxied request.
-template <typename T>
-class Hold {
- public:
-  Hold() = default;
-  explicit Hold(std::atomic<T>& counter) : counter_(&counter) {
-    counter.fetch_add(1, std::memory_order_relaxed);
-  }
-  // Takes over one unit the caller already added (e.g. by compare_exchange).
-  static Hold adopt(std::atomic<T>& counter) {
-    Hold h;
-    h.counter_ = &counter;
-    return h;
-  }
-  Hold(Hold&& o) noexcept : counter_(std::exchange(o.counter_, nullptr)) {}
-  Hold& operator=(Hold&& o) noexcept {
-    if (this != &o) {
-      reset();
-      counter_ = std::exchange(o.counter_, nullptr);
-    }
-    return *this;
-  }
-  Hold(const Hold&) = delete;
-  Hold& operator=(const Hold&) = delete;
-  ~Hold() { reset(); }
-  void reset() {
-    if (counter_ != nullptr) counter_->fetch_sub(1, std::memory_order_relaxed);
-    counter_ = nullptr;
-  }
-
- private:
-  std::atomic<T>* counter_ = nullptr;
-};
 
 asio::awaitable<HttpSession::Next> HttpSession::forward(const CompiledUpstream& up, size_t up_index,
                                                         std::string_view upstream_path,

@@ -10,6 +10,7 @@
 #include "core/log.h"
 #include "http/message.h"
 #include "http/parser.h"
+#include "proxy/hold.h"
 #include "server/snapshot.h"
 #include "server/tls_stream.h"
 #include "server/watchdog.h"
@@ -72,11 +73,6 @@ namespace {
 
 constexpr size_t kResponseBufferSize = 64 * 1024;
 
-bool idempotent(std::string_view method) {
-  return method == "GET" || method == "HEAD" || method == "OPTIONS" || method == "PUT" ||
-         method == "DELETE" || method == "TRACE";
-}
-
 bool is_hex(std::string_view s) {
   return std::all_of(s.begin(), s.end(),
                      [](char c) { return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'); });
@@ -114,39 +110,6 @@ bool reserved_header(std::string_view name) {
          http::iequals(name, "transfer-encoding") || http::iequals(name, "connection") ||
          http::iequals(name, "x-request-id") || http::iequals(name, "traceparent");
 }
-
-// Counts one unit in an atomic for as long as it lives (in-flight requests, retries...).
-template <typename T>
-class Hold {
- public:
-  Hold() = default;
-  explicit Hold(std::atomic<T>& counter) : counter_(&counter) {
-    counter.fetch_add(1, std::memory_order_relaxed);
-  }
-  static Hold adopt(std::atomic<T>& counter) {  // takes over a unit the caller already added
-    Hold h;
-    h.counter_ = &counter;
-    return h;
-  }
-  Hold(Hold&& o) noexcept : counter_(std::exchange(o.counter_, nullptr)) {}
-  Hold& operator=(Hold&& o) noexcept {
-    if (this != &o) {
-      reset();
-      counter_ = std::exchange(o.counter_, nullptr);
-    }
-    return *this;
-  }
-  Hold(const Hold&) = delete;
-  Hold& operator=(const Hold&) = delete;
-  ~Hold() { reset(); }
-  void reset() {
-    if (counter_ != nullptr) counter_->fetch_sub(1, std::memory_order_relaxed);
-    counter_ = nullptr;
-  }
-
- private:
-  std::atomic<T>* counter_ = nullptr;
-};
 
 // The response buffer goes back to the worker's pool on every path out.
 struct PooledBuffer {
