@@ -24,6 +24,7 @@
 # Heavy: run it alone, e.g. flock /tmp/sluice-build.lock bash bench/cache.sh
 set -Eeuo pipefail
 cd "$(dirname "$0")/.."
+. bench/lib.sh
 ROUNDS=${ROUNDS:-3}; DUR=${DUR:-5}; CONNS=${CONNS:-50}; SIZES=${SIZES:-"1024 65536"}
 NGINX_SENDFILE=${NGINX_SENDFILE:-off}; KEEP=${KEEP:-0}
 BIN=${BIN:-$PWD/build/release/sluice}
@@ -56,26 +57,7 @@ RUN=$(mktemp -d /tmp/sluice-cache.XXXXXX)
 chmod 0755 "$RUN"
 mkdir -p "$RUN/tmp" "$RUN/out" "$RUN/www"
 PIDS=()
-# shellcheck disable=SC2317  # invoked by the trap
-cleanup() {
-  local pid
-  for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-  for _ in $(seq 50); do  # at most 5 s for a graceful stop, then SIGKILL what is left
-    local alive=0
-    for pid in "${PIDS[@]}"; do kill -0 "$pid" 2>/dev/null && alive=1; done
-    [ "$alive" = 0 ] && break
-    sleep 0.1
-  done
-  for pid in "${PIDS[@]}"; do kill -KILL "$pid" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  if [ "$KEEP" = 1 ]; then echo "scratch files kept in $RUN" >&2; else rm -rf "$RUN"; fi
-}
-trap cleanup EXIT
-wait_port() {
-  for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.05; done
-  echo "nothing listens on 127.0.0.1:$1 after 5 s; see $RUN/*.out, $RUN/*.err (KEEP=1 keeps them)" >&2
-  KEEP=1; return 1
-}
+EXTRA_PIDS=(); trap bench_cleanup EXIT
 
 # --- the bodies: fixed printable content, one file per size
 for s in $SIZES; do
@@ -244,9 +226,6 @@ for r in $(seq "$ROUNDS"); do
 done
 
 # --- summary
-median_col() {  # median_col FILE COLUMN
-  awk -v k="$2" '{ print $k }' "$1" | sort -g | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }'
-}
 sum_col() { awk -v k="$2" '{ s += $k } END { print s + 0 }' "$1"; }
 declare -A M
 warn=()

@@ -11,6 +11,7 @@
 #   bench/mqtt.sh          ROUNDS=3 MSGS=20000 SIZE=64 PUBS=4 WORKERS=1 KEEP=0 BIN=build/release/sluice
 set -Eeuo pipefail
 cd "$(dirname "$0")/.."
+. bench/lib.sh
 ROUNDS=${ROUNDS:-3}; MSGS=${MSGS:-20000}; SIZE=${SIZE:-64}; PUBS=${PUBS:-4}; WORKERS=${WORKERS:-1}
 KEEP=${KEEP:-0}
 BIN=${BIN:-$PWD/build/release/sluice}
@@ -19,26 +20,11 @@ for tool in nginx mosquitto_pub ss timeout; do
   command -v "$tool" >/dev/null || { echo "needs $tool (scripts/deps.sh)" >&2; exit 1; }
 done
 P_BACKEND=9361 P_MQTT=9362
-for p in $P_BACKEND $P_MQTT; do
-  if ss -Hltn "sport = :$p" | grep -q .; then echo "port $p busy" >&2; exit 1; fi
-done
+ports_free $P_BACKEND $P_MQTT
 RUN=$(mktemp -d /tmp/sluice-mqtt.XXXXXX)
 mkdir -p "$RUN/tmp"
 PIDS=()
-# shellcheck disable=SC2317  # invoked by the trap
-cleanup() {
-  local pid
-  for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-  sleep 0.3
-  for pid in "${PIDS[@]}"; do kill -KILL "$pid" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  if [ "$KEEP" = 1 ]; then echo "scratch files kept in $RUN"; else rm -rf "$RUN"; fi
-}
-trap cleanup EXIT
-wait_port() {
-  for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0; sleep 0.05; done
-  echo "port $1 not up" >&2; return 1
-}
+EXTRA_PIDS=(); trap bench_cleanup EXIT
 
 # The backend counts requests in its access log (one short line each).
 sed "s/@PORT@/$P_BACKEND/g; s#access_log off;#access_log $RUN/backend.access.log;#" \
@@ -98,9 +84,6 @@ for r in $(seq "$ROUNDS"); do
       "$([ "$fail" = 1 ] && echo '  (a publisher failed)')"
   done
 done
-median_col() {
-  awk -v k="$2" '{ print $k }' "$1" | sort -g | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }'
-}
 echo
 echo "| QoS | messages/s (median) | delivered to the backend (all rounds) |"
 echo "|---|---|---|"

@@ -21,6 +21,7 @@
 #                               BIN=build/release/sluice (KEEP=1 keeps the scratch dir: logs, wrk output)
 set -Eeuo pipefail
 cd "$(dirname "$0")/.."
+. bench/lib.sh
 ROUNDS=${ROUNDS:-5}; DUR=${DUR:-5}; CONNS=${CONNS:-50}; WORKERS=${WORKERS:-1}; KEEP=${KEEP:-0}
 WARM_MB=${WARM_MB:-4096}
 BIN=${BIN:-$PWD/build/release/sluice}
@@ -38,33 +39,12 @@ declare -A LABEL=(
   [off]="off: access log off, no admin"
   [on]="on: json access log + admin, scraped 1/s"
   [on-comb]="on: combined access log + admin, scraped 1/s")
-for p in $BACKEND "${PORT[@]}" "${ADMIN[@]}"; do
-  if ss -Hltn "sport = :$p" | grep -q .; then echo "port $p busy" >&2; exit 1; fi
-done
+ports_free $BACKEND "${PORT[@]}" "${ADMIN[@]}"
 
 RUN=$(mktemp -d /tmp/sluice-observability.XXXXXX)
 mkdir -p "$RUN/tmp" "$RUN/out"
-PIDS=(); BG=()  # long-lived processes; the scrape loop of the run in progress
-# shellcheck disable=SC2317  # invoked by the trap
-cleanup() {
-  local pid
-  for pid in "${BG[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-  for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-  for _ in $(seq 50); do  # at most 5 s, then SIGKILL what is left
-    local alive=0
-    for pid in "${PIDS[@]}"; do kill -0 "$pid" 2>/dev/null && alive=1; done
-    [ "$alive" = 0 ] && break
-    sleep 0.1
-  done
-  for pid in "${PIDS[@]}"; do kill -KILL "$pid" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  if [ "$KEEP" = 1 ]; then echo "scratch files kept in $RUN"; else rm -rf "$RUN"; fi
-}
-trap cleanup EXIT
-wait_port() {
-  for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0; sleep 0.05; done
-  echo "port $1 not up" >&2; return 1
-}
+PIDS=(); EXTRA_PIDS=()  # servers; EXTRA_PIDS: the scrape loop of the run in progress
+trap bench_cleanup EXIT
 
 # --- guest memory. On some VMs (Firecracker here) the host backs guest RAM lazily: the first write
 # into a page the guest has never used costs ~20x a later one (dd of 500 MiB into a new file:
@@ -181,7 +161,7 @@ run_case() {
   if [ -n "${ADMIN[$c]:-}" ]; then
     before=$(stat -c %s "$log")
     scrape_loop "${ADMIN[$c]}" "$RUN/out/$tag-$c.scrape" &
-    scraper=$!; BG=("$scraper")
+    scraper=$!; EXTRA_PIDS=("$scraper")
   fi
   local cpu0; cpu0=$(cpu_ticks "${SPID[$c]}")
   wrk_run "${PORT[$c]}" "$secs" "$RUN/out/$tag-$c.txt"
@@ -191,7 +171,7 @@ run_case() {
                              'BEGIN { printf "%.2f", (b - a) * 1e6 / hz / n }')
   [ "$reqs" -gt 0 ] || { echo "$c: wrk made no requests" >&2; cat "$RUN/out/$tag-$c.txt" >&2; exit 1; }
   if [ -n "$scraper" ]; then
-    kill -TERM "$scraper" 2>/dev/null || true; wait "$scraper" 2>/dev/null || true; BG=()
+    kill -TERM "$scraper" 2>/dev/null || true; wait "$scraper" 2>/dev/null || true; EXTRA_PIDS=()
     settle "$log"
     after=$(stat -c %s "$log")
     bytes=$((after - before))
@@ -226,9 +206,6 @@ for r in $(seq "$ROUNDS"); do
 done
 
 # --- summary
-median_col() {  # median_col FILE COLUMN
-  awk -v k="$2" '{ print $k }' "$1" | sort -g | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }'
-}
 base=$(median_col "$RUN/res-off" 1)
 echo
 echo "median of $ROUNDS rounds, wrk -t2 -c$CONNS ${DUR}s, sluice workers: $WORKERS, one route, one nginx backend"

@@ -14,6 +14,7 @@
 #                               BIN=build/release/sluice (KEEP=1 keeps the scratch dir and wrk output)
 set -Eeuo pipefail
 cd "$(dirname "$0")/.."
+. bench/lib.sh
 ROUNDS=${ROUNDS:-3}; DUR=${DUR:-5}; CONNS=${CONNS:-50}; WORKERS=${WORKERS:-1}
 REDIS_TIMEOUT=${REDIS_TIMEOUT:-50ms}; KEEP=${KEEP:-0}
 BIN=${BIN:-$PWD/build/release/sluice}
@@ -26,33 +27,12 @@ BACKEND=9401; REDIS=9431
 declare -A PORT=(
   [none]=9411 [none-b]=9412 [local]=9413 [strict]=9414
   [sync-a]=9415 [sync-b]=9416 [local-429]=9417 [strict-429]=9418)
-for p in $BACKEND $REDIS "${PORT[@]}"; do
-  if ss -Hltn "sport = :$p" | grep -q .; then echo "port $p busy" >&2; exit 1; fi
-done
+ports_free $BACKEND $REDIS "${PORT[@]}"
 
 RUN=$(mktemp -d /tmp/sluice-ratelimit.XXXXXX)
 mkdir -p "$RUN/tmp" "$RUN/out"
-PIDS=(); WRKS=()  # long-lived processes; the wrk runs in the background right now
-# shellcheck disable=SC2317  # invoked by the trap
-cleanup() {
-  local pid
-  for pid in "${WRKS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-  for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-  for _ in $(seq 50); do  # at most 5 s, then SIGKILL what is left
-    local alive=0
-    for pid in "${PIDS[@]}"; do kill -0 "$pid" 2>/dev/null && alive=1; done
-    [ "$alive" = 0 ] && break
-    sleep 0.1
-  done
-  for pid in "${PIDS[@]}"; do kill -KILL "$pid" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  if [ "$KEEP" = 1 ]; then echo "scratch files kept in $RUN"; else rm -rf "$RUN"; fi
-}
-trap cleanup EXIT
-wait_port() {
-  for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0; sleep 0.05; done
-  echo "port $1 not up" >&2; return 1
-}
+PIDS=(); EXTRA_PIDS=()  # servers; EXTRA_PIDS: the wrk runs in the background right now
+trap bench_cleanup EXIT
 
 # --- backend and redis
 sed "s/@PORT@/$BACKEND/g" bench/peers/backend.conf.in >"$RUN/backend.conf"
@@ -151,10 +131,10 @@ run_case() {  # run_case CASE SECONDS TAG -> appends "rps p50 p99 reqs non2xx so
     local pids=() i
     for i in "${!inst[@]}"; do
       wrk_run "${PORT[${inst[$i]}]}" 1 $((CONNS / 2)) "$secs" "$RUN/out/$tag-$c.$i.txt" &
-      pids+=($!); WRKS+=($!)
+      pids+=($!); EXTRA_PIDS+=($!)
     done
     for i in "${pids[@]}"; do wait "$i"; done
-    WRKS=()
+    EXTRA_PIDS=()
     read -r rps p50 p99 reqs bad se < <(
       for i in "${!inst[@]}"; do parse "$RUN/out/$tag-$c.$i.txt"; done |
         awk '{ r += $1; if ($2 > a) a = $2; if ($3 > b) b = $3; n += $4; x += $5; s += $6 }
@@ -191,9 +171,6 @@ done
 
 # --- summary: medians per case (req/s, p50, p99; non-2xx share and Redis commands per request
 # over all rounds); ratios of the req/s medians
-median_col() {  # median_col FILE COLUMN
-  awk -v k="$2" '{ print $k }' "$1" | sort -g | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }'
-}
 base1=$(median_col "$RUN/res-none" 1); base2=$(median_col "$RUN/res-2x-none" 1)
 echo
 echo "median of $ROUNDS rounds, wrk ${DUR}s, $CONNS connections in total, $WORKERS worker(s) per sluice"

@@ -9,6 +9,7 @@
 #   bench/websocket.sh          ROUNDS=3 MSGS=2000 SIZE=256 CONNS=1 KEEP=0 BIN=build/release/sluice
 set -Eeuo pipefail
 cd "$(dirname "$0")/.."
+. bench/lib.sh
 ROUNDS=${ROUNDS:-3}; MSGS=${MSGS:-2000}; SIZE=${SIZE:-256}; CONNS=${CONNS:-1}; KEEP=${KEEP:-0}
 BIN=${BIN:-$PWD/build/release/sluice}
 PY=/usr/bin/python3
@@ -20,27 +21,12 @@ $PY -c 'import websockets' 2>/dev/null || { echo "needs python3-websockets (scri
 P_ECHO=9351 P_SLUICE=9352 P_NGINX=9353 P_HAPROXY=9354
 CASES=(direct sluice nginx haproxy)
 declare -A PORT=([direct]=$P_ECHO [sluice]=$P_SLUICE [nginx]=$P_NGINX [haproxy]=$P_HAPROXY)
-for p in $P_ECHO $P_SLUICE $P_NGINX $P_HAPROXY; do
-  if ss -Hltn "sport = :$p" | grep -q .; then echo "port $p busy" >&2; exit 1; fi
-done
+ports_free $P_ECHO $P_SLUICE $P_NGINX $P_HAPROXY
 
 RUN=$(mktemp -d /tmp/sluice-ws.XXXXXX)
 mkdir -p "$RUN/tmp"
 PIDS=()
-# shellcheck disable=SC2317  # invoked by the trap
-cleanup() {
-  local pid
-  for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-  sleep 0.3
-  for pid in "${PIDS[@]}"; do kill -KILL "$pid" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  if [ "$KEEP" = 1 ]; then echo "scratch files kept in $RUN"; else rm -rf "$RUN"; fi
-}
-trap cleanup EXIT
-wait_port() {
-  for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0; sleep 0.05; done
-  echo "port $1 not up" >&2; return 1
-}
+EXTRA_PIDS=(); trap bench_cleanup EXIT
 
 $PY bench/ws_echo.py server $P_ECHO 2>"$RUN/echo.err" &
 PIDS+=($!)
@@ -113,9 +99,6 @@ for r in $(seq "$ROUNDS"); do
   done
 done
 
-median_col() {  # median_col FILE COLUMN
-  awk -v k="$2" '{ print $k }' "$1" | sort -g | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }'
-}
 echo
 echo "| path | p50 us | p90 us | p99 us | msg/s | p50 added vs direct (us) |"
 echo "|---|---|---|---|---|---|"
