@@ -190,6 +190,28 @@ ExplainResult explain(const Snapshot& snap, std::string_view body) {
     out["cache"] = std::move(c);
   }
 
+  // Protocol handling on this route: what the gateway does with an upgrade and with bodies.
+  if (rc.websocket || rc.websocket_bridge) {
+    const bool upgrade = [&] {
+      auto u = head.header("upgrade");
+      return u.found && u.value.find("ebsocket") != std::string_view::npos;
+    }();
+    json::object ws{{"mode", rc.websocket ? "passthrough" : "bridge"},
+                    {"upgrade_requested", upgrade}};
+    if (rc.websocket_bridge) {
+      ws["method"] = rc.websocket_bridge->method;
+      ws["max_in_flight"] = rc.websocket_bridge->max_in_flight;
+    }
+    out["websocket"] = std::move(ws);
+  }
+  if (rc.transform) {
+    out["transform"] = json::object{
+        {"request",
+         rc.transform->request.empty() ? json::value(nullptr) : json::value(rc.transform->request)},
+        {"response", rc.transform->response.empty() ? json::value(nullptr)
+                                                    : json::value(rc.transform->response)}};
+  }
+
   if (rc.action == config::Route::Action::Respond) {
     out["status"] = rc.respond.status;
     return {200, json::serialize(out)};

@@ -243,3 +243,21 @@ def test_sluice_trace_for_admin_token_holders_only(gateway_factory, backend, htt
         r = http.get(gw.url("/p"), headers={"x-sluice-trace": value})
         assert "sluice-trace" not in r.headers
     assert backend.last.header("x-sluice-trace") is None
+
+
+def test_explain_names_websocket_and_transform_handling(gateway_factory, backend):
+    cfg, port = with_admin(proxy_config(
+        {"app": [backend]},
+        [{"name": "live", "match": {"path": "/live"}, "upstream": "app", "websocket": True},
+         {"name": "rpc", "match": {"path": "/rpc"}, "upstream": "app",
+          "websocket_bridge": {"method": "PUT", "max_in_flight": 4}},
+         {"name": "legacy", "match": {"path": "/legacy"}, "upstream": "app",
+          "transform": {"response": "json_to_xml"}}]))
+    gateway_factory(cfg)
+    upgrade = {"upgrade": "websocket", "connection": "Upgrade"}
+    live = admin_get_json(port, "/api/explain", {"method": "GET", "url": "/live", "headers": upgrade}).json()
+    assert live["websocket"] == {"mode": "passthrough", "upgrade_requested": True}
+    rpc = admin_get_json(port, "/api/explain", {"method": "GET", "url": "/rpc"}).json()
+    assert rpc["websocket"] == {"mode": "bridge", "upgrade_requested": False, "method": "PUT", "max_in_flight": 4}
+    legacy = admin_get_json(port, "/api/explain", {"method": "GET", "url": "/legacy"}).json()
+    assert legacy["transform"] == {"request": None, "response": "json_to_xml"} and "websocket" not in legacy
