@@ -87,6 +87,7 @@ struct Message {
   mqtt::PayloadFormat payload_format = mqtt::PayloadFormat::Unspecified;
   std::optional<uint32_t> message_expiry;
   std::optional<std::string> content_type, response_topic, correlation_data;
+  std::vector<std::pair<std::string, std::string>> user_properties;  // v5, as received
 };
 
 Message copy_message(const mqtt::MessageProperties& p) {
@@ -96,6 +97,7 @@ Message copy_message(const mqtt::MessageProperties& p) {
   if (p.content_type) m.content_type.emplace(*p.content_type);
   if (p.response_topic) m.response_topic.emplace(*p.response_topic);
   if (p.correlation_data) m.correlation_data.emplace(*p.correlation_data);
+  for (const auto& up : p.user_properties) m.user_properties.emplace_back(up.name, up.value);
   return m;
 }
 
@@ -769,6 +771,21 @@ asio::awaitable<Outcome> MqttSession::deliver(Message& m) {
   }
   if (m.correlation_data) {
     h.emplace_back("x-mqtt-correlation-data", auth::base64url_encode(*m.correlation_data));
+  }
+  // v5 user properties: `x-mqtt-user-<name>`, for names that make a header name (letters,
+  // digits, '-', '_'; lower-cased) and values without control characters; at most 32.
+  size_t user_headers = 0;
+  for (const auto& [name, value] : m.user_properties) {
+    if (user_headers == 32) break;
+    const bool name_ok =
+        !name.empty() && name.size() <= 64 && std::all_of(name.begin(), name.end(), [](char c) {
+          return std::isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '_';
+        });
+    if (!name_ok || has_control(value)) continue;
+    std::string header = "x-mqtt-user-";
+    for (char c : name) header += static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    h.emplace_back(std::move(header), value);
+    ++user_headers;
   }
   if (!consumer_.empty()) h.emplace_back("x-mqtt-consumer", consumer_);
   h.emplace_back("x-forwarded-for", client_ip_);

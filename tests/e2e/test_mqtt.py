@@ -337,6 +337,7 @@ def test_paho_publishes_qos0_and_qos1_and_gets_puback(gateway_factory, backend, 
             p.ContentType = "application/json"
             p.ResponseTopic = "replies/paho"
             p.CorrelationData = b"\x01\x02"
+            p.UserProperty = [("site", "berlin"), ("Rack_ID", "r7"), ("bad name", "x"), ("ctl", "a\nb")]
             kwargs["properties"] = p
         c.publish("devices/p0/telemetry", b'{"n":0}', qos=0, **kwargs)
         info = c.publish("devices/p1/telemetry", b'{"n":1}', qos=1, retain=True, **kwargs)
@@ -358,6 +359,10 @@ def test_paho_publishes_qos0_and_qos1_and_gets_puback(gateway_factory, backend, 
         assert r1.header("content-type") == "application/json"
         assert r1.header("x-mqtt-response-topic") == "replies/paho"
         assert r1.header("x-mqtt-correlation-data") == "AQI"  # base64url of 01 02
+        # user properties: those that make a header name and value, and only those
+        assert r1.header("x-mqtt-user-site") == "berlin" and r1.header("x-mqtt-user-rack_id") == "r7"
+        assert [k for k, _ in r1.headers if k.lower().startswith("x-mqtt-user-")] == [
+            "x-mqtt-user-site", "x-mqtt-user-rack_id"]
     else:
         assert r1.header("content-type") == "application/octet-stream"
 
