@@ -1,4 +1,5 @@
 #include "proxy/http_session.h"
+#include "proxy/access_log.h"
 #include "proxy/hold.h"
 #include "proxy/upstream_call.h"
 #include "proxy/websocket_bridge.h"
@@ -241,12 +242,6 @@ void append_uuid(std::string& out, uint64_t a, uint64_t b) {
   append_hex(out, b, 12);
 }
 
-void append_decimal(std::string& out, uint64_t v) {
-  char buf[24];
-  auto [end, ec] = std::to_chars(buf, buf + sizeof buf, v);
-  out.append(buf, end);
-}
-
 int64_t steady_ns() {
   return std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now().time_since_epoch())
       .count();
@@ -269,16 +264,12 @@ struct CacheFill {
 };
 
 // Microseconds as milliseconds with three decimals ("12.345"), without a float or fmt.
-void append_ms(std::string& out, uint64_t us) {
-  append_decimal(out, us / 1000);
-  char frac[4] = {'.', char('0' + us / 100 % 10), char('0' + us / 10 % 10), char('0' + us % 10)};
-  out.append(frac, 4);
-}
 
 // Per-exchange facts for the access log.
 struct ExchangeLog {
   Clock::time_point start;
-  std::string method, host, path, user_agent, referer, route, upstream, target, error, consumer;
+  std::string method, host, path, query, user_agent, referer, route, upstream, target, error,
+      consumer;
   std::string_view protocol = "HTTP/1.1";
   std::string_view cache = "-";  // hit | miss | stale | - (route without cache)
   int status = 0;
@@ -289,8 +280,8 @@ struct ExchangeLog {
   // Clears for the next exchange, keeping the strings' capacity.
   void reset() {
     start = Clock::now();
-    for (std::string* s : {&method, &host, &path, &user_agent, &referer, &route, &upstream, &target,
-                           &error, &consumer}) {
+    for (std::string* s : {&method, &host, &path, &query, &user_agent, &referer, &route, &upstream,
+                           &target, &error, &consumer}) {
       s->clear();
     }
     protocol = "HTTP/1.1";
@@ -659,7 +650,6 @@ class HttpSession final : public server::Session {
     v += fmt::format("; total_ms={:.3f}", ms);
     return v;
   }
-  void write_combined_log();
   // The read buffer and the exchange scratch are held only while a request is in progress.
   void ensure_buffer() {
     if (buf_.empty()) buf_ = worker_.buffers().take(buffer_size_);
@@ -1055,6 +1045,7 @@ asio::awaitable<HttpSession::Next> HttpSession::handle() {
   xs_->log.method = xs_->head.method;
   xs_->log.host = xs_->head.host;
   xs_->log.path = xs_->head.path;
+  xs_->log.query = xs_->head.query;
   xs_->log.protocol = xs_->head.version == http::Version::Http10 ? "HTTP/1.0" : "HTTP/1.1";
   xs_->log.bytes_in = head_len_;
   if (auto ua = xs_->head.header("user-agent"); ua.found) xs_->log.user_agent = ua.value;
@@ -2330,100 +2321,34 @@ void HttpSession::record_metrics() {
 void HttpSession::write_access_log() {
   record_metrics();
   if (!log::access_enabled()) return;
-  if (snap_->config.log.access_format == "combined") {
-    write_combined_log();
-    return;
-  }
-  auto dur = std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - xs_->log.start);
-  thread_local std::string line;  // reused: one line per exchange, no allocation once warm
-  line.clear();
-  line += R"({"time":")"sv;
-  log::append_rfc3339_now(line);
-  line += R"(","request_id":")"sv;
-  log::json_escape(line, xs_->request_id);
-  line += R"(","trace_id":")"sv;
-  line += xs_->trace_id;
-  line += R"(","client_ip":")"sv;
-  line += client_ip_;
-  line += R"(","listener":")"sv;
-  log::json_escape(line, listener_name_);
-  line += R"(","method":")"sv;
-  log::json_escape(line, xs_->log.method);
-  line += R"(","host":")"sv;
-  log::json_escape(line, xs_->log.host);
-  line += R"(","path":")"sv;
-  log::json_escape(line, xs_->log.path);
-  line += R"(","protocol":")"sv;
-  line += xs_->log.protocol;
-  line += R"(","status":)"sv;
-  append_decimal(line, static_cast<uint64_t>(xs_->log.status));
-  line += R"(,"bytes_in":)"sv;
-  append_decimal(line, xs_->log.bytes_in);
-  line += R"(,"bytes_out":)"sv;
-  append_decimal(line, xs_->log.bytes_out);
-  line += R"(,"duration_ms":)"sv;
-  append_ms(line, static_cast<uint64_t>(std::max<int64_t>(0, dur.count())));
-  auto str_or_null = [&](std::string_view key, const std::string& v) {
-    line += ",\""sv;
-    line += key;
-    line += "\":"sv;
-    if (v.empty()) {
-      line += "null"sv;
-    } else {
-      line += '"';
-      log::json_escape(line, v);
-      line += '"';
-    }
-  };
-  str_or_null("route", xs_->log.route);
-  str_or_null("upstream", xs_->log.upstream);
-  str_or_null("target", xs_->log.target);
-  if (xs_->log.upstream_us >= 0) {
-    line += R"(,"upstream_ms":)"sv;
-    append_ms(line, static_cast<uint64_t>(xs_->log.upstream_us));
-  } else {
-    line += R"(,"upstream_ms":null)"sv;
-  }
-  line += R"(,"attempts":)"sv;
-  append_decimal(line, static_cast<uint64_t>(xs_->log.attempts));
-  str_or_null("consumer", xs_->log.consumer);
-  line += R"(,"cache":")"sv;
-  line += xs_->log.cache;
-  line += xs_->exchange.rate_limited ? R"(","rate_limited":true)"sv : R"(","rate_limited":false)"sv;
-  str_or_null("user_agent", xs_->log.user_agent);
-  str_or_null("error", xs_->log.error);
-  line += '}';
-  log::access(std::string_view(line));
-}
-
-// NGINX/Apache "combined": $remote_addr - $remote_user [$time_local] "$request" $status
-// $body_bytes_sent "$http_referer" "$http_user_agent"
-void HttpSession::write_combined_log() {
   const ExchangeLog& l = xs_->log;
-  std::string line;
-  line.reserve(256);
-  line += client_ip_;
-  line += " - - ["sv;
-  log::append_clf_time_now(line);
-  line += "] \""sv;
-  line += l.method.empty() ? std::string_view("-") : std::string_view(l.method);
-  line += ' ';
-  line += l.path;
-  line += ' ';
-  line += l.protocol;
-  line += "\" "sv;
-  append_decimal(line, static_cast<uint64_t>(l.status));
-  line += ' ';
-  append_decimal(line, l.bytes_out);
-  line += " \""sv;
-  line += l.referer.empty() ? std::string_view("-") : std::string_view(l.referer);
-  line += "\" \""sv;
-  line += l.user_agent.empty() ? std::string_view("-") : std::string_view(l.user_agent);
-  line += '"';
-  for (char& c : line) {
-    if (static_cast<unsigned char>(c) < 0x20) c = '?';  // one line per request, always
-  }
-  log::access(std::move(line));
+  AccessRecord r;
+  r.request_id = xs_->request_id;
+  r.trace_id = xs_->trace_id;
+  r.client_ip = client_ip_;
+  r.listener = listener_name_;
+  r.method = l.method;
+  r.host = l.host;
+  r.path = l.path;
+  r.query = l.query;
+  r.protocol = l.protocol;
+  r.status = l.status;
+  r.bytes_in = l.bytes_in;
+  r.bytes_out = l.bytes_out;
+  r.duration_us =
+      std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - l.start).count();
+  r.route = l.route;
+  r.upstream = l.upstream;
+  r.target = l.target;
+  r.upstream_us = l.upstream_us;
+  r.attempts = l.attempts;
+  r.consumer = l.consumer;
+  r.cache = l.cache;
+  r.rate_limited = xs_->exchange.rate_limited;
+  r.user_agent = l.user_agent;
+  r.referer = l.referer;
+  r.error = l.error;
+  write_access(r, snap_->config.log.access_format == "combined");
 }
 
 }  // namespace

@@ -20,6 +20,7 @@
 #include "filters/auth.h"
 #include "mqtt/codec.h"
 #include "mqtt/topic.h"
+#include "proxy/access_log.h"
 #include "proxy/upstream_call.h"
 #include "server/snapshot.h"
 #include "server/tls_stream.h"
@@ -853,63 +854,31 @@ void MqttSession::write_access_log(const Message& m, std::string_view method, st
                                    uint64_t bytes_out, Clock::time_point start) {
   if (!log::access_enabled()) return;
   const std::string_view consumer = consumer_.empty() ? client_id_ : consumer_;
-  if (snap_->config.log.access_format == "combined") {
-    std::string line = fmt::format(R"({} - {} [)", client_ip_, consumer.empty() ? "-"sv : consumer);
-    log::append_clf_time_now(line);
-    fmt::format_to(std::back_inserter(line), R"(] "{} {} mqtt" {} {} "-" "-")",
-                   method.empty() ? "-"sv : method, path.empty() ? "-"sv : path, status, bytes_out);
-    for (char& c : line) {
-      if (static_cast<unsigned char>(c) < 0x20) c = '?';
-    }
-    log::access(std::move(line));
-    return;
-  }
-  auto us = std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - start).count();
-  std::string line;
-  line.reserve(512);
-  auto str = [&](std::string_view key, std::string_view v) {
-    line += ",\""sv;
-    line += key;
-    line += "\":"sv;
-    if (v.empty()) {
-      line += "null"sv;
-    } else {
-      line += '"';
-      log::json_escape(line, v);
-      line += '"';
-    }
-  };
-  line += R"({"time":")"sv;
-  log::append_rfc3339_now(line);
-  line += '"';
   const std::string request_id = call ? call->request_id : uuid(worker_.random(), worker_.random());
-  str("request_id", request_id);
-  str("trace_id", call ? std::string_view(call->trace_id) : std::string_view());
-  str("client_ip", client_ip_);
-  str("listener", listener_name_);
-  str("method", method);
-  str("host", {});
-  str("path", path);
-  str("protocol", "mqtt");
-  fmt::format_to(std::back_inserter(line), R"(,"status":{},"bytes_in":{},"bytes_out":{})", status,
-                 m.packet_bytes, bytes_out);
-  fmt::format_to(std::back_inserter(line), R"(,"duration_ms":{:.3f})", us / 1000.0);
-  str("route", route);
-  str("upstream", upstream);
-  str("target", call ? std::string_view(call->target) : std::string_view());
-  if (call && call->attempts > 0) {
-    fmt::format_to(std::back_inserter(line), R"(,"upstream_ms":{:.3f})",
-                   call->upstream_time.count() / 1000.0);
-  } else {
-    line += R"(,"upstream_ms":null)"sv;
+  AccessRecord r;
+  r.request_id = request_id;
+  if (call) r.trace_id = call->trace_id;
+  r.client_ip = client_ip_;
+  r.listener = listener_name_;
+  r.method = method;
+  r.path = path;
+  r.protocol = "mqtt";
+  r.status = status;
+  r.bytes_in = m.packet_bytes;
+  r.bytes_out = bytes_out;
+  r.duration_us =
+      std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - start).count();
+  r.route = route;
+  r.upstream = upstream;
+  if (call) {
+    r.target = call->target;
+    if (call->attempts > 0) r.upstream_us = call->upstream_time.count();
+    r.attempts = call->attempts;
   }
-  fmt::format_to(std::back_inserter(line), R"(,"attempts":{})", call ? call->attempts : 0);
-  str("consumer", consumer);
-  line += R"(,"cache":"-","rate_limited":false)"sv;
-  str("user_agent", {});
-  str("error", error);
-  line += '}';
-  log::access(std::move(line));
+  r.consumer = consumer;
+  r.remote_user = consumer;
+  r.error = error;
+  write_access(r, snap_->config.log.access_format == "combined");
 }
 
 }  // namespace

@@ -176,3 +176,29 @@ def test_log_that_cannot_keep_up_drops_and_counts_lines_instead_of_blocking_requ
         assert paths == sorted(paths, key=lambda p: int(p[2:])), "what is kept stays in order"
     finally:
         os.close(reader)
+
+
+def test_combined_format_for_http_and_mqtt(gateway_factory, backend, http):
+    """`access_format: combined`: NGINX/Apache lines, also for MQTT messages (protocol "mqtt",
+    the client id as the remote user)."""
+    import subprocess
+    port, mqtt_port = free_port(), free_port()
+    cfg = proxy_config({"app": [backend]}, routes(),
+                       listeners=[{"name": "web", "listen": f"127.0.0.1:{port}"},
+                                  {"name": "iot", "listen": f"127.0.0.1:{mqtt_port}", "protocol": "mqtt"}],
+                       mqtt={"routes": [{"topic": "t/+", "upstream": "app", "path": "/api/mqtt/{1}"}]},
+                       workers=1, log={"access": "stdout", "access_format": "combined", "error": "stderr"})
+    gw = gateway_factory(cfg, port=port)
+    assert http.get(gw.url("/api/x?q=1"), headers={"user-agent": "ua/1", "referer": "http://r/"}).status_code == 200
+    subprocess.run(["mosquitto_pub", "-h", "127.0.0.1", "-p", str(mqtt_port), "-i", "dev-9", "-q", "1",
+                    "-t", "t/abc", "-m", "hi"], check=True, timeout=10)
+    backend.wait_requests(2)
+
+    def lines():
+        return [l for l in gw.stdout().splitlines() if l.strip()]
+    from conftest import wait_for
+    wait_for(lambda: len(lines()) >= 2, 5, what="two combined lines")
+    http_line, mqtt_line = lines()[:2]
+    clf = r'\[\d{2}/[A-Z][a-z]{2}/\d{4}:\d{2}:\d{2}:\d{2} \+0000\]'
+    assert re.fullmatch(r'127\.0\.0\.1 - - ' + clf + r' "GET /api/x\?q=1 HTTP/1\.1" 200 \d+ "http://r/" "ua/1"', http_line), http_line
+    assert re.fullmatch(r'127\.0\.0\.1 - dev-9 ' + clf + r' "POST /api/mqtt/abc mqtt" 200 \d+ "-" "-"', mqtt_line), mqtt_line
