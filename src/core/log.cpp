@@ -80,7 +80,8 @@ struct Ring {
 
 struct Writer {
   std::mutex mu;  // guards everything below except the sinks, which only the writer threads touch
-  std::condition_variable cv;
+  std::condition_variable access_cv;  // wakes the access writer (a ring filling up, stop, reopen)
+  std::condition_variable error_cv;   // wakes the error writer (stop, reopen)
   std::string error_buf;
   std::vector<std::unique_ptr<Ring>> rings;  // one per thread that has written an access line
   size_t max_bytes = 16 * 1024 * 1024;       // per queue: the error buffer, and each ring
@@ -95,10 +96,11 @@ struct Writer {
   std::thread error_thread;
   std::atomic<uint64_t> dropped{0};
   std::atomic<bool> access_on{true};
-  // The writers wake every kFlushInterval, or early once a ring holds kWakeBytes: never per line
-  // (a wake-up per request cost the workers ~15% of their throughput on a busy 2-core box).
+  // The writers wake every kFlushInterval; the access writer also early once a ring holds a
+  // quarter of its capacity (at most 1 MiB): never per line (a wake-up per request cost the
+  // workers ~15% of their throughput on a busy 2-core box; every wake-up may preempt a worker).
   static constexpr auto kFlushInterval = std::chrono::milliseconds(20);
-  static constexpr size_t kWakeBytes = 256 * 1024;
+  static constexpr size_t kWakeBytes = 1024 * 1024;
   std::atomic<bool> wake_pending{false};
 
   void run_access() {
@@ -111,7 +113,7 @@ struct Writer {
       bool stop_now = false;
       {
         std::unique_lock lock(mu);
-        cv.wait_for(lock, kFlushInterval, [&] {
+        access_cv.wait_for(lock, kFlushInterval, [&] {
           return stopping || reopen_access || wake_pending.load(std::memory_order_relaxed);
         });
         wake_pending.store(false, std::memory_order_relaxed);
@@ -150,7 +152,7 @@ struct Writer {
       bool stop_now = false;
       {
         std::unique_lock lock(mu);
-        cv.wait_for(lock, kFlushInterval, [&] { return stopping || reopen_error; });
+        error_cv.wait_for(lock, kFlushInterval, [&] { return stopping || reopen_error; });
         out.swap(error_buf);
         reopen_now = reopen_error || first || error_target != cur;
         reopen_error = false;
@@ -200,9 +202,10 @@ struct Writer {
     std::memcpy(r.data.get(), line.data() + first, line.size() - first);
     r.data[(h + line.size()) % r.cap] = '\n';
     r.head.store(h + need, std::memory_order_release);
-    if (used + need >= kWakeBytes && !wake_pending.load(std::memory_order_relaxed) &&
+    if (used + need >= std::min(kWakeBytes, r.cap / 4) &&
+        !wake_pending.load(std::memory_order_relaxed) &&
         !wake_pending.exchange(true, std::memory_order_relaxed)) {
-      cv.notify_all();  // without the mutex: a missed wake-up only waits for the next interval
+      access_cv.notify_one();  // without the mutex: a missed wake-up waits for the next interval
     }
   }
 
@@ -268,7 +271,8 @@ void start(const Options& options) {
   set_level(options.level);
   if (!w.access_thread.joinable()) w.access_thread = std::thread([&w] { w.run_access(); });
   if (!w.error_thread.joinable()) w.error_thread = std::thread([&w] { w.run_error(); });
-  w.cv.notify_all();
+  w.access_cv.notify_one();
+  w.error_cv.notify_one();
 }
 
 void stop() {
@@ -277,7 +281,8 @@ void stop() {
     std::lock_guard lock(w.mu);
     w.stopping = true;
   }
-  w.cv.notify_all();
+  w.access_cv.notify_one();
+  w.error_cv.notify_one();
   if (w.access_thread.joinable()) w.access_thread.join();
   if (w.error_thread.joinable()) w.error_thread.join();
 }
@@ -289,7 +294,8 @@ void reopen() {
     w.reopen_access = true;
     w.reopen_error = true;
   }
-  w.cv.notify_all();
+  w.access_cv.notify_one();
+  w.error_cv.notify_one();
 }
 
 void set_level(Level level) { detail::g_level = static_cast<int>(level); }
