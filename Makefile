@@ -26,7 +26,7 @@ e2e: build
 	@SLUICE_BIN=$(CURDIR)/build/debug/sluice $(PY) -m pytest -q tests/e2e
 
 demo: release
-	@./build/release/sluice demo --port $${PORT:-8080}
+	@./build/release/sluice demo --port $${PORT:-8080} --mqtt-port $${MQTT_PORT:-1883}
 
 bench: release
 	@bash bench/run.sh
