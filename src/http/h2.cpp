@@ -421,7 +421,7 @@ Status Session::receive(std::span<const char> bytes, Clock::time_point now) {
   if (rv < 0 && status_.ok()) fail_from_library(static_cast<int>(rv));
   serialise_control();
   settle();
-  if (status_.ok() && out_.size() > limits_.max_output_backlog) {
+  if (status_.ok() && limits_.max_output_backlog != 0 && out_.size() > limits_.max_output_backlog) {
     fail(Failure::Flood, ErrorCode::EnhanceYourCalm, "output not drained");
     serialise_control();
   }
@@ -698,9 +698,14 @@ int Session::on_stream_close(nghttp2_session*, int32_t id, uint32_t code, void* 
   self.connection_unconsumed_ += st->unconsumed;
   if (!st->announced) return 0;
 
-  const auto error = static_cast<ErrorCode>(code);
+  auto error = static_cast<ErrorCode>(code);
   StreamEnd how = StreamEnd::Complete;
-  if (st->owner_reset || st->send_failed) {
+  if (self.ended()) {
+    // Terminated or failed earlier in this call: closed like the rest by after_failure()
+    // (nghttp2 may still close a stream whose last frame it was processing).
+    how = StreamEnd::SessionEnded;
+    error = self.dead_ ? self.end_code_ : self.status_.code;
+  } else if (st->owner_reset || st->send_failed) {
     how = StreamEnd::LocalReset;
   } else if (st->peer_reset || (self.goaway_received_ && error == ErrorCode::RefusedStream)) {
     how = StreamEnd::PeerReset;
@@ -718,6 +723,8 @@ int Session::on_stream_close(nghttp2_session*, int32_t id, uint32_t code, void* 
 // --- sending ---
 
 void Session::pending_output(std::string& out) {
+  // From inside an event: nothing (out_ may be the very buffer the outer call is filling).
+  if (busy_) return;
   if (!out_.empty()) {
     if (out.empty()) {
       out.swap(out_);
@@ -726,7 +733,7 @@ void Session::pending_output(std::string& out) {
       out_.clear();
     }
   }
-  if (s_ == nullptr || busy_) return;
+  if (s_ == nullptr) return;
   busy_ = true;
   const size_t start = out.size();
   do {
@@ -777,8 +784,10 @@ bool Session::settle() {
       if (st->waiting && has_room(*st)) ready.push_back(id);
     }
     for (StreamId id : ready) {
+      if (ended()) break;  // an event terminated the session: no more events
       Stream* st = find(id);
-      if (st == nullptr || !st->waiting) continue;
+      // An earlier stream's event may have filled the session buffer again: wait for room.
+      if (st == nullptr || !st->waiting || !has_room(*st)) continue;
       st->waiting = false;
       events_.on_send_ready(id);
       worked = true;

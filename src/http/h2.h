@@ -130,7 +130,7 @@ struct Limits {
   size_t max_output_backlog = 1 << 20;   // bytes of frames other than DATA that receive()
                                          // produced and pending_output() has not taken yet
                                          // (keep it well above max_concurrent_streams x the
-                                         // size of a response head)
+                                         // size of a response head; 0 = no bound)
 
   // Output buffering.
   size_t stream_buffer = 64 << 10;  // body bytes queued per stream before submit_data says Full

@@ -650,6 +650,65 @@ TEST(H2Server, SessionBufferBoundsAllStreamsTogether) {
   EXPECT_EQ(f.server.submit_data(b, "b", EndStream::No), Send::Ready);
 }
 
+// Found by tests/fuzz/h2_session_fuzz.cpp: when several waiting streams had room at once and the
+// first one's on_send_ready filled the session buffer again, the others were still told they
+// could go on (and then got Blocked).
+TEST(H2Server, SendReadyOnlyWhileTheSessionBufferHasRoom) {
+  Limits limits;
+  limits.stream_buffer = 100;
+  limits.session_buffer = 150;
+  ServerFixture f(limits);
+  const int32_t a = f.client.get("/a");
+  const int32_t b = f.client.get("/b");
+  ASSERT_TRUE(pump(f.client, f.server).ok());
+  ASSERT_EQ(f.server.submit_response(a, 200, k_no_headers, Body::Follows), Submit::Ok);
+  ASSERT_EQ(f.server.submit_response(b, 200, k_no_headers, Body::Follows), Submit::Ok);
+  EXPECT_EQ(f.server.submit_data(a, std::string(200, 'a'), EndStream::No), Send::Full);
+  EXPECT_EQ(f.server.submit_data(b, "b", EndStream::No), Send::Blocked);
+  std::map<StreamId, int> rounds;
+  int blocked = 0;
+  f.owner.when_ready = [&](StreamId id) {
+    // Each stream refills the whole session buffer; the other must wait until it drains.
+    const bool last = ++rounds[id] == 3;
+    const Send r =
+        f.server.submit_data(id, std::string(200, 'x'), last ? EndStream::Yes : EndStream::No);
+    if (r == Send::Blocked) ++blocked;
+  };
+  ASSERT_TRUE(pump(f.client, f.server).ok());
+  EXPECT_EQ(blocked, 0);
+  EXPECT_EQ(rounds[a], 3);
+  EXPECT_EQ(rounds[b], 3);
+  EXPECT_EQ(f.client.streams[a].body.size(), 800u);
+  EXPECT_EQ(f.client.streams[b].body.size(), 600u);
+  EXPECT_TRUE(f.client.streams[a].end_stream && f.client.streams[b].end_stream);
+}
+
+// Found by tests/fuzz/h2_session_fuzz.cpp: after an on_send_ready that terminated the session,
+// the other streams that had room were still told so.
+TEST(H2Server, NoSendReadyAfterAnEventTerminatedTheSession) {
+  Limits limits;
+  limits.stream_buffer = 100;
+  ServerFixture f(limits);
+  const int32_t a = f.client.get("/a");
+  const int32_t b = f.client.get("/b");
+  ASSERT_TRUE(pump(f.client, f.server).ok());
+  for (const int32_t id : {a, b}) {
+    ASSERT_EQ(f.server.submit_response(id, 200, k_no_headers, Body::Follows), Submit::Ok);
+    EXPECT_EQ(f.server.submit_data(id, std::string(200, 'x'), EndStream::No), Send::Full);
+  }
+  int ready = 0;
+  f.owner.when_ready = [&](StreamId) {
+    ++ready;
+    f.server.terminate(ErrorCode::InternalError);
+  };
+  pump(f.client, f.server);
+  EXPECT_EQ(ready, 1);
+  for (const int32_t id : {a, b}) {
+    ASSERT_TRUE(f.owner.reqs[id].closed);
+    EXPECT_EQ(f.owner.reqs[id].closed->how, StreamEnd::SessionEnded);
+  }
+}
+
 TEST(H2Server, UnconsumedBodyOfAResetStreamReturnsToTheSessionWindow) {
   Limits limits;
   limits.initial_window = 65535;
@@ -1140,6 +1199,21 @@ TEST(H2Server, OwnerMayTerminateFromInsideAnEvent) {
   EXPECT_FALSE(server.want_read());
 }
 
+// Found by tests/fuzz/h2_session_fuzz.cpp: pending_output() called from an event handed out the
+// frames an earlier receive() had serialised, which the owner (told "nothing there") dropped.
+TEST(H2Server, PendingOutputFromInsideAnEventDoesNothing) {
+  ServerFixture f;
+  const std::string ping = frame(NGHTTP2_PING, 0, 0, "12345678");
+  ASSERT_TRUE(f.server.receive(ping).ok());  // its ACK waits for the owner
+  std::string inside;
+  f.owner.when_request = [&](StreamId) { f.server.pending_output(inside); };
+  f.client.get();
+  ASSERT_TRUE(f.server.receive(f.client.output()).ok());
+  ASSERT_EQ(f.owner.order.size(), 1u);
+  EXPECT_TRUE(inside.empty());
+  EXPECT_TRUE(drain(f.server).starts_with(frame(NGHTTP2_PING, NGHTTP2_FLAG_ACK, 0, "12345678")));
+}
+
 TEST(H2Server, PendingOutputComesInChunks) {
   Limits limits;
   limits.output_chunk = 4096;
@@ -1223,6 +1297,36 @@ TEST(H2Client, RequestGoesOutAsHttp2AndTheResponseComesBackWithTrailers) {
   EXPECT_TRUE(r.ended);
   ASSERT_TRUE(r.closed);
   EXPECT_EQ(r.closed->how, StreamEnd::Complete);
+}
+
+// Found by tests/fuzz/h2_session_fuzz.cpp: a stream whose last frame was being processed when the
+// owner terminated the session from an event was closed as Complete (without on_end_stream)
+// instead of SessionEnded like every other open stream.
+struct TerminatingOnTrailers : ClientOwner {
+  void on_trailers(StreamId id, std::span<const Header> fields) override {
+    ClientOwner::on_trailers(id, fields);
+    session->terminate(ErrorCode::Cancel);
+  }
+};
+
+TEST(H2Client, TerminateFromAnEventEndsEvenTheStreamBeingCompleted) {
+  TerminatingOnTrailers owner;
+  ClientSession client({}, owner);
+  owner.session = &client;
+  RawPeer server(RawPeer::Kind::Server);
+  server.on_end = [](RawPeer& p, int32_t id) {
+    p.respond(id, {{":status", "200"}}, std::string("reply"), {{"grpc-status", "0"}});
+  };
+  const auto opened = client.submit_request({"GET", "http", "a.local", "/", "", {}}, Body::None);
+  ASSERT_EQ(opened.result, Submit::Ok);
+  pump(client, server);
+  const ClientOwner::Resp& r = owner.resps[opened.stream];
+  EXPECT_EQ(r.trailers, (Fields{{"grpc-status", "0"}}));
+  EXPECT_FALSE(r.ended);
+  ASSERT_TRUE(r.closed);
+  EXPECT_EQ(r.closed->how, StreamEnd::SessionEnded);
+  EXPECT_EQ(r.closed->code, ErrorCode::Cancel);
+  EXPECT_FALSE(client.want_read());
 }
 
 TEST(H2Client, InterimResponsesAreSkipped) {
