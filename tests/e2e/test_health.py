@@ -215,8 +215,12 @@ def test_single_dead_target_is_ejected_and_then_answered_with_503_no_healthy_ups
             break
     assert statuses[-1] == 503, statuses
     assert set(statuses[:-1]) == {502} and len(statuses) - 1 <= 5, statuses
-    # once ejected, the dead address is not even tried
+    # once ejected, the dead address is not even tried (the error log is written every 20 ms:
+    # wait until every failure so far is in it before taking the count)
+    wait_for(lambda: connect_failures(gw, dead) >= len(statuses) - 1, 5, what="the failures logged")
+    time.sleep(0.1)
     failures = connect_failures(gw, dead)
     for i in range(3):
         assert http.get(gw.url(f"/e{i}")).status_code == 503
+    time.sleep(0.1)  # a failed attempt would be in the error log by now
     assert connect_failures(gw, dead) == failures
