@@ -26,4 +26,27 @@ std::string_view cookie_value(const std::vector<Header>& headers, std::string_vi
   return {};
 }
 
+bool has_token(std::string_view list, std::string_view token) noexcept {
+  while (!list.empty()) {
+    size_t comma = list.find(',');
+    std::string_view item = list.substr(0, comma);
+    while (!item.empty() && (item.front() == ' ' || item.front() == '\t')) item.remove_prefix(1);
+    while (!item.empty() && (item.back() == ' ' || item.back() == '\t')) item.remove_suffix(1);
+    if (iequals(item, token)) return true;
+    if (comma == std::string_view::npos) break;
+    list.remove_prefix(comma + 1);
+  }
+  return false;
+}
+
+bool is_websocket_upgrade(const RequestHead& head) noexcept {
+  if (head.version != Version::Http11 || head.method != "GET") return false;
+  bool upgrade = false, connection = false;
+  for (const auto& h : head.headers) {
+    if (iequals(h.name, "upgrade")) upgrade = upgrade || has_token(h.value, "websocket");
+    if (iequals(h.name, "connection")) connection = connection || has_token(h.value, "upgrade");
+  }
+  return upgrade && connection;
+}
+
 }  // namespace sluice::http

@@ -73,6 +73,12 @@ struct RequestHead {
   HeaderLookup header(std::string_view name) const noexcept { return find_header(headers, name); }
 };
 
+// True when the comma-separated header value `list` holds `token` (case-insensitive, OWS trimmed).
+bool has_token(std::string_view list, std::string_view token) noexcept;
+
+// RFC 6455 section 4.1: an HTTP/1.1 GET with `Upgrade: websocket` and `Connection: upgrade`.
+bool is_websocket_upgrade(const RequestHead& head) noexcept;
+
 struct ResponseHead {
   int status = 0;
   std::string_view reason;

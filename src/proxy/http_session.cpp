@@ -106,32 +106,6 @@ bool listed(const std::vector<std::string_view>& names, std::string_view name) {
   return false;
 }
 
-// True when `list` (a comma-separated header value) holds `token`, case-insensitively.
-bool has_token(std::string_view list, std::string_view token) {
-  while (!list.empty()) {
-    size_t comma = list.find(',');
-    std::string_view item = list.substr(0, comma);
-    while (!item.empty() && (item.front() == ' ' || item.front() == '\t')) item.remove_prefix(1);
-    while (!item.empty() && (item.back() == ' ' || item.back() == '\t')) item.remove_suffix(1);
-    if (http::iequals(item, token)) return true;
-    if (comma == std::string_view::npos) break;
-    list.remove_prefix(comma + 1);
-  }
-  return false;
-}
-
-// RFC 6455 section 4.1: an HTTP/1.1 GET with `Upgrade: websocket` and `Connection: upgrade`.
-bool is_websocket_upgrade(const http::RequestHead& head) {
-  if (head.version != http::Version::Http11 || head.method != "GET") return false;
-  bool upgrade = false, connection = false;
-  for (const auto& h : head.headers) {
-    if (http::iequals(h.name, "upgrade")) upgrade = upgrade || has_token(h.value, "websocket");
-    if (http::iequals(h.name, "connection"))
-      connection = connection || has_token(h.value, "upgrade");
-  }
-  return upgrade && connection;
-}
-
 std::string to_lower_ascii(std::string_view s) {
   std::string out(s);
   for (char& c : out) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
@@ -1210,8 +1184,8 @@ asio::awaitable<HttpSession::Next> HttpSession::handle() {
 
   CacheFill fill;  // (declared before any co_await below that could end the exchange)
   xs_->cache.reset();
-  ws_upgrade_ = rc.websocket && is_websocket_upgrade(xs_->head);
-  if (rc.websocket_bridge && is_websocket_upgrade(xs_->head)) {
+  ws_upgrade_ = rc.websocket && http::is_websocket_upgrade(xs_->head);
+  if (rc.websocket_bridge && http::is_websocket_upgrade(xs_->head)) {
     co_return co_await bridge(route, m, norm.path, x);
   }
   transform_request_ = false;

@@ -192,12 +192,8 @@ ExplainResult explain(const Snapshot& snap, std::string_view body) {
 
   // Protocol handling on this route: what the gateway does with an upgrade and with bodies.
   if (rc.websocket || rc.websocket_bridge) {
-    const bool upgrade = [&] {
-      auto u = head.header("upgrade");
-      return u.found && u.value.find("ebsocket") != std::string_view::npos;
-    }();
     json::object ws{{"mode", rc.websocket ? "passthrough" : "bridge"},
-                    {"upgrade_requested", upgrade}};
+                    {"upgrade_requested", http::is_websocket_upgrade(head)}};
     if (rc.websocket_bridge) {
       ws["method"] = rc.websocket_bridge->method;
       ws["max_in_flight"] = rc.websocket_bridge->max_in_flight;

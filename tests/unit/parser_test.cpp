@@ -810,5 +810,33 @@ TEST(ChunkedDecoder, ErrorIsStickyAndResetStartsOver) {
   EXPECT_EQ(dec.feed("more", data).consumed, 0u);
 }
 
+TEST(MessageTest, HasTokenSplitsCommaListsAndIgnoresCaseAndWhitespace) {
+  EXPECT_TRUE(has_token("keep-alive, Upgrade", "upgrade"));
+  EXPECT_TRUE(has_token("upgrade", "upgrade"));
+  EXPECT_TRUE(has_token(" \tUPGRADE\t ,x", "upgrade"));
+  EXPECT_FALSE(has_token("upgrades", "upgrade"));
+  EXPECT_FALSE(has_token("keep-alive,, close", "upgrade"));
+  EXPECT_FALSE(has_token("", "upgrade"));
+}
+
+TEST(MessageTest, WebSocketUpgradeNeedsGetHttp11UpgradeAndConnection) {
+  RequestHead h;
+  h.method = "GET";
+  h.headers = {{"Upgrade", "websocket"}, {"Connection", "keep-alive, Upgrade"}};
+  EXPECT_TRUE(is_websocket_upgrade(h));
+  RequestHead post = h;
+  post.method = "POST";
+  EXPECT_FALSE(is_websocket_upgrade(post));
+  RequestHead old = h;
+  old.version = Version::Http10;
+  EXPECT_FALSE(is_websocket_upgrade(old));
+  RequestHead no_connection = h;
+  no_connection.headers = {{"Upgrade", "websocket"}};
+  EXPECT_FALSE(is_websocket_upgrade(no_connection));
+  RequestHead h2c = h;
+  h2c.headers = {{"Upgrade", "h2c"}, {"Connection", "Upgrade"}};
+  EXPECT_FALSE(is_websocket_upgrade(h2c));
+}
+
 }  // namespace
 }  // namespace sluice::http
