@@ -106,6 +106,44 @@ void async_teardown(beast::role_type role, IoStream& s, TeardownHandler&& handle
 
 namespace {
 
+// RFC 3629 UTF-8 (no overlong forms, no surrogates, at most U+10FFFF): what a text frame must hold.
+bool valid_utf8(std::string_view s) {
+  size_t i = 0;
+  while (i < s.size()) {
+    const auto c = static_cast<unsigned char>(s[i]);
+    if (c < 0x80) {
+      ++i;
+      continue;
+    }
+    size_t n = 0;
+    uint32_t cp = 0, min = 0;
+    if ((c & 0xE0) == 0xC0) {
+      n = 1;
+      cp = c & 0x1F;
+      min = 0x80;
+    } else if ((c & 0xF0) == 0xE0) {
+      n = 2;
+      cp = c & 0x0F;
+      min = 0x800;
+    } else if ((c & 0xF8) == 0xF0) {
+      n = 3;
+      cp = c & 0x07;
+      min = 0x10000;
+    } else {
+      return false;
+    }
+    for (size_t k = 1; k <= n; ++k) {
+      if (i + k >= s.size()) return false;
+      const auto cc = static_cast<unsigned char>(s[i + k]);
+      if ((cc & 0xC0) != 0x80) return false;
+      cp = (cp << 6) | (cc & 0x3F);
+    }
+    if (cp < min || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) return false;
+    i += n + 1;
+  }
+  return true;
+}
+
 // One message on its way: sent upstream, and its answer once there.
 struct Pending {
   bool binary = false;
@@ -150,7 +188,9 @@ asio::awaitable<void> write_loop(std::shared_ptr<State> st) {
       std::shared_ptr<Pending> p = st->queue.front();
       st->queue.pop_front();
       st->notify();  // the reader may be waiting for room
-      st->ws.binary(p->binary);
+      // A text message's reply goes back as text when it is UTF-8 (a text frame must be), else
+      // as binary.
+      st->ws.binary(p->binary || !valid_utf8(*p->reply));
       auto [ec, n] = co_await st->ws.async_write(asio::buffer(*p->reply), use_nothrow);
       if (ec) {
         st->writer_done = true;

@@ -215,3 +215,19 @@ def test_passthrough_over_a_tls_listener(gateway_factory, pki):
         assert gw.wait_access_log(1)[0]["protocol"] == "websocket"
     finally:
         server.stop()
+
+
+def test_a_text_message_gets_a_binary_reply_when_the_answer_is_not_utf8(gateway_factory, backend):
+    answers = {"utf8": "grüße ✓".encode(), "bytes": b"\xff\xfe\x00\x80"}
+    backend.handler = lambda req: Reply(200, [], answers[req.body.decode()])
+    gw = bridge_gateway(gateway_factory, {"app": [backend]})
+
+    async def go():
+        async with websockets.connect(f"ws://{HOST}:{gw.port}/ws") as ws:
+            await ws.send("utf8")
+            first = await ws.recv()
+            await ws.send("bytes")
+            return first, await ws.recv()
+    first, second = run(go())
+    assert first == "grüße ✓"                 # text stays text
+    assert second == b"\xff\xfe\x00\x80"      # not UTF-8: sent as a binary message
