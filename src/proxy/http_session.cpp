@@ -707,7 +707,8 @@ asio::awaitable<void> HttpSession::run() {
     release_buffer_if_idle();
   }
   error_code ignored;
-  if (tls_) tls_->shutdown();  // close_notify, without waiting for the client's
+  if (tls_ && socket_.is_open())
+    tls_->shutdown();  // close_notify, without waiting for the client's
   socket_.shutdown(tcp::socket::shutdown_send, ignored);
   socket_.close(ignored);
 }
@@ -1193,7 +1194,8 @@ asio::awaitable<HttpSession::Next> HttpSession::handle() {
     std::erase_if(x.upstream_headers,
                   [](const http::Header& h) { return http::iequals(h.name, "accept-encoding"); });
   }
-  if (rc.transform && !rc.transform->request.empty() && has_body) {
+  if (rc.transform && !rc.transform->request.empty() && has_body &&
+      !(xs_->head.body_kind == http::BodyKind::Length && xs_->head.content_length == 0)) {
     auto ct = xs_->head.header("content-type");
     switch (transform_action(rc.transform->request, ct.found ? ct.value : std::string_view())) {
       case TransformAction::Convert:
@@ -1619,7 +1621,8 @@ asio::awaitable<HttpSession::Next> HttpSession::forward(const CompiledUpstream& 
       xs_->log.bytes_in += src.raw_bytes();
       body_read = true;
       const std::string& conversion = route_->config->transform->request;
-      transform::Result r = convert_body(conversion, body, limits_.max_body);
+      transform::Result r;  // an empty (chunked) body stays empty: nothing to convert
+      if (!body.empty()) r = convert_body(conversion, body, limits_.max_body);
       if (!r.ok()) {
         drop_conn();
         co_await send_error(
@@ -1633,9 +1636,12 @@ asio::awaitable<HttpSession::Next> HttpSession::forward(const CompiledUpstream& 
       xs_->replay = std::move(r.body);
       replay_ok = true;
       uhead.resize(uhead.size() - 2);  // reopen the head for the new body's fields
-      uhead += "content-type: "sv;
-      uhead += converted_type(conversion);
-      uhead += "\r\ncontent-length: "sv;
+      if (!xs_->replay.empty()) {
+        uhead += "content-type: "sv;
+        uhead += converted_type(conversion);
+        uhead += "\r\n"sv;
+      }
+      uhead += "content-length: "sv;
       append_decimal(uhead, xs_->replay.size());
       uhead += "\r\n\r\n"sv;
     }
@@ -1880,8 +1886,9 @@ asio::awaitable<HttpSession::Next> HttpSession::forward(const CompiledUpstream& 
   converted.clear();
   bool have_converted = false;
   if (route_->config->transform && !route_->config->transform->response.empty() &&
-      xs_->log.method != "HEAD" && rhead.body_kind != http::BodyKind::None && rhead.status != 204 &&
-      rhead.status != 304) {
+      xs_->log.method != "HEAD" && rhead.body_kind != http::BodyKind::None &&
+      !(rhead.body_kind == http::BodyKind::Length && rhead.content_length == 0) &&
+      rhead.status != 204 && rhead.status != 304) {
     const std::string& conversion = route_->config->transform->response;
     auto ct = rhead.header("content-type");
     auto ce = rhead.header("content-encoding");
@@ -1920,7 +1927,9 @@ asio::awaitable<HttpSession::Next> HttpSession::forward(const CompiledUpstream& 
         if (st == BodySource::Status::End || src.done()) break;
       }
       transform::Result r;
-      if (!failed) {
+      if (!failed && body.empty()) {
+        // an empty (chunked) body is passed on as it is: nothing to convert
+      } else if (!failed) {
         r = convert_body(conversion, body, limits_.max_body);
         if (!r.ok()) {
           failed = {Source::Upstream, ErrorKind::BadResponse};
@@ -1947,7 +1956,8 @@ asio::awaitable<HttpSession::Next> HttpSession::forward(const CompiledUpstream& 
         return http::iequals(h.name, "content-type") || http::iequals(h.name, "content-md5") ||
                http::iequals(h.name, "etag");  // a different representation now
       });
-      x.response_headers.push_back({"content-type", converted_type(conversion)});
+      if (!converted.empty())
+        x.response_headers.push_back({"content-type", converted_type(conversion)});
     }
   }
   if (cs.active) {
@@ -2163,15 +2173,27 @@ asio::awaitable<HttpSession::Next> HttpSession::bridge(const CompiledRoute& rout
   for (const auto& h : xs_->head.headers) b.headers.emplace_back(h.name, h.value);
   b.method = rc.websocket_bridge->method;
   b.path = snap_->router->rewrite_path(m, path);
-  if (!xs_->head.query.empty()) b.path += "?" + std::string(xs_->head.query);
+  // (the query as the filters left it: an api_key filter strips the key from it)
+  const std::string_view query =
+      x.query_overridden ? std::string_view(x.upstream_query) : xs_->head.query;
+  if (!query.empty()) b.path += "?" + std::string(query);
   b.host = std::string(xs_->head.host);
   // What the route's filters added or kept for the upstream (forwarded JWT claims, header ops),
   // minus the handshake's own fields.
+  // Never a client's own value for what the gateway asserts (identity, forwarding, the bridge's
+  // own headers): the same exclusions as build_upstream_head, plus the bridge's names.
+  connection_listed(xs_->head.headers, xs_->listed);
+  auto starts = [](std::string_view name, std::string_view prefix) {
+    return name.size() > prefix.size() && http::iequals(name.substr(0, prefix.size()), prefix);
+  };
   for (const auto& h : x.upstream_headers) {
-    if (is_hop_by_hop(h.name) || http::iequals(h.name, "host") ||
-        (h.name.size() > 14 && http::iequals(h.name.substr(0, 14), "sec-websocket-")) ||
+    if (is_hop_by_hop(h.name) || (!xs_->listed.empty() && listed(xs_->listed, h.name)) ||
+        http::iequals(h.name, "host") || starts(h.name, "sec-websocket-") ||
+        starts(h.name, "x-websocket-") || http::iequals(h.name, "x-consumer") ||
         http::iequals(h.name, "x-request-id") || http::iequals(h.name, "traceparent") ||
         http::iequals(h.name, "x-sluice-trace") || http::iequals(h.name, "x-forwarded-for") ||
+        http::iequals(h.name, "x-forwarded-proto") || http::iequals(h.name, "x-forwarded-host") ||
+        http::iequals(h.name, "forwarded") || http::iequals(h.name, "via") ||
         http::iequals(h.name, "content-type")) {
       continue;
     }

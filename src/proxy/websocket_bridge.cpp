@@ -1,5 +1,6 @@
 #include "proxy/websocket_bridge.h"
 
+#include <algorithm>
 #include <deque>
 #include <optional>
 
@@ -88,9 +89,14 @@ class IoStream {
 };
 
 // Beast's customisation points for closing IoStream (found by argument-dependent lookup).
+// (Beast's timeouts call this.) The descriptor is not released here: the session's TLS stream is
+// bound to its number until the session ends, and a number closed early could be reused by
+// another connection before that TLS stream's last write. Shutting down and cancelling ends
+// every pending operation just as well.
 void beast_close_socket(IoStream& s) {
   error_code ignored;
-  s.socket().close(ignored);
+  s.socket().shutdown(tcp::socket::shutdown_both, ignored);
+  s.socket().cancel(ignored);
 }
 void teardown(beast::role_type, IoStream& s, error_code& ec) {
   if (s.tls() != nullptr) s.tls()->shutdown();
@@ -222,7 +228,7 @@ asio::awaitable<BridgeStats> bridge_websocket(server::Worker& worker, tcp::socke
   t.idle_timeout = std::chrono::duration_cast<std::chrono::steady_clock::duration>(b.idle);
   t.keep_alive_pings = true;  // a ping at half the idle time: a live client answers it
   ws.set_option(t);
-  ws.read_message_max(static_cast<size_t>(b.max_message));
+  ws.read_message_max(static_cast<size_t>(std::max<uint64_t>(1, b.max_message)));  // 0 = none
   ws.auto_fragment(false);
 
   beast::http::request<beast::http::empty_body> req;

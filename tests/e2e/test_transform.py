@@ -139,3 +139,23 @@ def test_bodies_beyond_max_body_are_refused(gateway_factory, backend, http):
     r = http.get(gw.url("/x"))  # the upstream's 5 KB answer is more than max_body: not converted
     assert r.status_code == 502
     assert "larger than max_body" in gw.wait_access_log(2)[1]["error"]
+
+
+def test_empty_bodies_pass_both_ways(gateway_factory, backend, http):
+    """An empty request (a bodyless POST) and an empty answer (201 + Location) are not documents
+    to convert: they pass as they are instead of failing as malformed."""
+    backend.handler = lambda req: Reply(201, [("location", "/orders/8")], b"")
+    gw = gateway(gateway_factory, backend, {"request": "xml_to_json", "response": "json_to_xml"})
+    r = http.post(gw.url("/orders"), data=b"")
+    assert r.status_code == 201 and r.content == b"" and r.headers["location"] == "/orders/8"
+    req = backend.wait_requests(1)[0]
+    assert req.body == b"" and req.header("content-type") is None
+    backend.handler = lambda req: Reply(200, [("content-type", "application/json")], chunks=[b""])
+    with socket.create_connection(("127.0.0.1", gw.port), timeout=5) as s:  # an empty chunked body
+        s.sendall(b"POST /x HTTP/1.1\r\nHost: t\r\nContent-Type: application/xml\r\n"
+                  b"Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n0\r\n\r\n")
+        data = b""
+        while chunk := s.recv(65536):
+            data += chunk
+    assert data.startswith(b"HTTP/1.1 200") and data.endswith(b"\r\n\r\n")
+    assert backend.wait_requests(2)[1].body == b""

@@ -231,3 +231,31 @@ def test_a_text_message_gets_a_binary_reply_when_the_answer_is_not_utf8(gateway_
     first, second = run(go())
     assert first == "grüße ✓"                 # text stays text
     assert second == b"\xff\xfe\x00\x80"      # not UTF-8: sent as a binary message
+
+
+def test_client_cannot_assert_what_the_gateway_asserts(gateway_factory, backend):
+    """Identity, forwarding and the bridge's own headers come from the gateway, never from the
+    client's upgrade request; an API key given in the query is not passed on."""
+    backend.handler = lambda req: Reply(200, [], b"ok")
+    gw = bridge_gateway(gateway_factory, {"app": [backend]}, {"auth": "keys"},
+                        consumers=[{"name": "bob", "api_keys": ["key:k-bob"]}],
+                        auth={"keys": {"api_key": {"query": "api_key"}}})
+    spoofed = {"x-consumer": "admin", "x-forwarded-proto": "https", "x-forwarded-host": "evil",
+               "forwarded": "for=1.2.3.4", "x-websocket-message": "99", "x-websocket-connection-id": "x",
+               "via": "1.1 evil", "x-keep": "yes"}
+
+    async def go():
+        async with websockets.connect(f"ws://{HOST}:{gw.port}/ws?api_key=k-bob&room=1",
+                                      extra_headers=spoofed) as ws:
+            await ws.send("hi")
+            return await ws.recv()
+    assert run(go()) == "ok"
+    req = backend.wait_requests(1)[0]
+    assert req.header_all("x-consumer") == ["bob"]
+    assert req.header_all("x-forwarded-proto") == ["http"]
+    assert req.header_all("x-websocket-message") == ["0"]
+    assert req.header_all("x-websocket-connection-id") != ["x"]
+    for name in ("x-forwarded-host", "forwarded", "via"):
+        assert req.header(name) is None, name
+    assert req.header("x-keep") == "yes"  # other client headers do pass
+    assert req.target == "/ws?room=1"     # the key is not passed on
