@@ -589,6 +589,13 @@ class HttpSession final : public server::Session {
   asio::awaitable<void> send_error(const Error& e, std::string_view detail, bool close,
                                    std::string_view allow = {});
   asio::awaitable<void> send_parse_error(int status, std::string_view reason);
+  // The client's body could not be read (bad framing, timeout) or exceeds max_body: counts what
+  // was read and answers (400/408/413); the caller closes the connection.
+  asio::awaitable<void> refuse_body(const BodySource& src, ErrorKind kind) {
+    xs_->log.bytes_in += src.raw_bytes();
+    co_await send_error({Source::Downstream, kind},
+                        kind == ErrorKind::BodyTooLarge ? std::string_view() : src.error(), true);
+  }
   // redirect_to_https: 308 to the same host and request target on the first TLS listener.
   asio::awaitable<void> redirect_https(bool close);
   // Route `cache:`: answers from the cache (true), or prepares the exchange to store its
@@ -1604,16 +1611,13 @@ asio::awaitable<HttpSession::Next> HttpSession::forward(const CompiledUpstream& 
       for (;;) {
         auto st = co_await src.next(pieces);
         if (st == BodySource::Status::Error || st == BodySource::Status::Timeout) {
-          xs_->log.bytes_in += src.raw_bytes();
-          Error e{Source::Downstream, st == BodySource::Status::Timeout ? ErrorKind::RequestTimeout
-                                                                        : ErrorKind::BadRequest};
-          co_await send_error(e, src.error(), true);
+          co_await refuse_body(src, st == BodySource::Status::Timeout ? ErrorKind::RequestTimeout
+                                                                      : ErrorKind::BadRequest);
           co_return Next::Close;
         }
         for (auto p : pieces) body.append(p);
         if (body.size() > limits_.max_body) {
-          xs_->log.bytes_in += src.raw_bytes();
-          co_await send_error({Source::Downstream, ErrorKind::BodyTooLarge}, {}, true);
+          co_await refuse_body(src, ErrorKind::BodyTooLarge);
           co_return Next::Close;
         }
         if (st == BodySource::Status::End || src.done()) break;
@@ -1670,10 +1674,8 @@ asio::awaitable<HttpSession::Next> HttpSession::forward(const CompiledUpstream& 
       for (;;) {
         auto st = co_await src.next(pieces);
         if (st == BodySource::Status::Error || st == BodySource::Status::Timeout) {
-          xs_->log.bytes_in += src.raw_bytes();
-          Error e{Source::Downstream, st == BodySource::Status::Timeout ? ErrorKind::RequestTimeout
-                                                                        : ErrorKind::BadRequest};
-          co_await send_error(e, src.error(), true);
+          co_await refuse_body(src, st == BodySource::Status::Timeout ? ErrorKind::RequestTimeout
+                                                                      : ErrorKind::BadRequest);
           co_return Next::Close;
         }
         for (auto p : pieces) {
@@ -1685,8 +1687,7 @@ asio::awaitable<HttpSession::Next> HttpSession::forward(const CompiledUpstream& 
           }
         }
         if (body_bytes > limits_.max_body) {
-          xs_->log.bytes_in += src.raw_bytes();
-          co_await send_error({Source::Downstream, ErrorKind::BodyTooLarge}, {}, true);
+          co_await refuse_body(src, ErrorKind::BodyTooLarge);
           co_return Next::Close;
         }
         bool last_piece = st == BodySource::Status::End || src.done();
