@@ -185,23 +185,12 @@ done
 wrk_run() {  # wrk_run URL SECONDS OUTFILE
   timeout -k 5 $(($2 + 30)) wrk -t2 -c"$CONNS" -d"$2"s --timeout 2s --latency "$1" >"$3" 2>&1 || true
 }
-parse() {  # parse WRK_OUTPUT -> "rps p50_ms p99_ms requests non2xx socket_errors"
-  awk 'function ms(v) { if (v ~ /us$/) return v / 1000; if (v ~ /ms$/) return v + 0
-                        if (v ~ /s$/) return v * 1000; return v + 0 }
-       /Requests\/sec/ { rps = $2 }
-       /^ +50%/ { p50 = ms($2) }
-       /^ +99%/ { p99 = ms($2) }
-       / requests in / { reqs = $1 }
-       /Non-2xx or 3xx responses:/ { bad = $NF }
-       /Socket errors:/ { for (i = 1; i <= NF; i++) if ($i ~ /^[0-9]+,?$/) se += $i }
-       END { printf "%s %s %s %d %d %d\n", rps + 0, p50 + 0, p99 + 0, reqs, bad, se }' "$1"
-}
 run_case() {  # run_case TARGET SIZE SECONDS TAG -> RES="rps p50 p99 reqs non2xx sockerr backend"
   local t=$1 s=$2 out="$RUN/out/$4-$1-$2.txt" before after
   before=$(backend_count)
   wrk_run "$(url "$t" "$s")" "$3" "$out"
   after=$(backend_count)
-  read -r rps p50 p99 reqs bad se < <(parse "$out")
+  read -r rps p50 p99 reqs bad se < <(wrk_parse "$out")
   [ "$reqs" -gt 0 ] || { echo "$t $s: wrk made no requests" >&2; cat "$out" >&2; exit 1; }
   RES="$rps $p50 $p99 $reqs $bad $se $((after - before - 1))"
 }

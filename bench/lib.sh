@@ -50,3 +50,16 @@ wait_port() {
 median_col() {
   awk -v k="$2" '{ print $k }' "$1" | sort -g | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }'
 }
+
+# parse WRK_OUTPUT (wrk --latency) -> "rps p50_ms p99_ms requests non2xx socket_errors"
+wrk_parse() {
+  awk 'function ms(v) { if (v ~ /us$/) return v / 1000; if (v ~ /ms$/) return v + 0
+                        if (v ~ /s$/) return v * 1000; return v + 0 }
+       /Requests\/sec/ { rps = $2 }
+       /^ +50%/ { p50 = ms($2) }
+       /^ +99%/ { p99 = ms($2) }
+       / requests in / { reqs = $1 }
+       /Non-2xx or 3xx responses:/ { bad = $NF }
+       /Socket errors:/ { for (i = 1; i <= NF; i++) if ($i ~ /^[0-9]+,?$/) se += $i }
+       END { printf "%s %s %s %d %d %d\n", rps + 0, p50 + 0, p99 + 0, reqs, bad, se }' "$1"
+}

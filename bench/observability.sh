@@ -142,17 +142,6 @@ wrk_run() {  # wrk_run PORT SECONDS OUTFILE
   timeout -k 5 $(($2 + 30)) wrk -t2 -c"$CONNS" -d"$2"s --timeout 2s --latency \
     "http://127.0.0.1:$1/" >"$3" 2>&1
 }
-parse() {  # parse WRK_OUTPUT -> "rps p50_ms p99_ms requests non2xx socket_errors"
-  awk 'function ms(v) { if (v ~ /us$/) return v / 1000; if (v ~ /ms$/) return v + 0
-                        if (v ~ /s$/) return v * 1000; return v + 0 }
-       /Requests\/sec/ { rps = $2 }
-       /^ +50%/ { p50 = ms($2) }
-       /^ +99%/ { p99 = ms($2) }
-       / requests in / { reqs = $1 }
-       /Non-2xx or 3xx responses:/ { bad = $NF }
-       /Socket errors:/ { for (i = 1; i <= NF; i++) if ($i ~ /^[0-9]+,?$/) se += $i }
-       END { printf "%s %s %s %d %d %d\n", rps + 0, p50 + 0, p99 + 0, reqs, bad, se }' "$1"
-}
 # run_case CASE SECONDS TAG -> RES="rps p50 p99 reqs non2xx sockerr lines bytes scrapes_ok scrapes
 #                                   scrape_max_ms sync_ms" (the last six are 0 for "off")
 run_case() {
@@ -165,7 +154,7 @@ run_case() {
   fi
   local cpu0; cpu0=$(cpu_ticks "${SPID[$c]}")
   wrk_run "${PORT[$c]}" "$secs" "$RUN/out/$tag-$c.txt"
-  read -r rps p50 p99 reqs bad se < <(parse "$RUN/out/$tag-$c.txt")
+  read -r rps p50 p99 reqs bad se < <(wrk_parse "$RUN/out/$tag-$c.txt")
   if [ -n "$scraper" ]; then settle "$log"; fi  # the log writer's work belongs to this run
   local cpu_us; cpu_us=$(awk -v a="$cpu0" -v b="$(cpu_ticks "${SPID[$c]}")" -v n="$reqs" -v hz="$(getconf CLK_TCK)" \
                              'BEGIN { printf "%.2f", (b - a) * 1e6 / hz / n }')

@@ -109,24 +109,13 @@ wrk_run() {  # wrk_run PORT THREADS CONNS SECONDS OUTFILE
   timeout -k 5 $(($4 + 30)) wrk -t"$2" -c"$3" -d"$4"s --timeout 2s --latency \
     "http://127.0.0.1:$1/" >"$5" 2>&1
 }
-parse() {  # parse WRK_OUTPUT -> "rps p50_ms p99_ms requests non2xx socket_errors"
-  awk 'function ms(v) { if (v ~ /us$/) return v / 1000; if (v ~ /ms$/) return v + 0
-                        if (v ~ /s$/) return v * 1000; return v + 0 }
-       /Requests\/sec/ { rps = $2 }
-       /^ +50%/ { p50 = ms($2) }
-       /^ +99%/ { p99 = ms($2) }
-       / requests in / { reqs = $1 }
-       /Non-2xx or 3xx responses:/ { bad = $NF }
-       /Socket errors:/ { for (i = 1; i <= NF; i++) if ($i ~ /^[0-9]+,?$/) se += $i }
-       END { printf "%s %s %s %d %d %d\n", rps + 0, p50 + 0, p99 + 0, reqs, bad, se }' "$1"
-}
 run_case() {  # run_case CASE SECONDS TAG -> appends "rps p50 p99 reqs non2xx sockerr redis" to $RUN/res-CASE
   local c=${1%%:*} insts=${1#*:} secs=$2 tag=$3 before after
   IFS=, read -r -a inst <<<"$insts"
   before=$(redis_cmds)
   if [ "${#inst[@]}" = 1 ]; then
     wrk_run "${PORT[${inst[0]}]}" 2 "$CONNS" "$secs" "$RUN/out/$tag-$c.txt"
-    read -r rps p50 p99 reqs bad se < <(parse "$RUN/out/$tag-$c.txt")
+    read -r rps p50 p99 reqs bad se < <(wrk_parse "$RUN/out/$tag-$c.txt")
   else
     local pids=() i
     for i in "${!inst[@]}"; do
@@ -136,7 +125,7 @@ run_case() {  # run_case CASE SECONDS TAG -> appends "rps p50 p99 reqs non2xx so
     for i in "${pids[@]}"; do wait "$i"; done
     EXTRA_PIDS=()
     read -r rps p50 p99 reqs bad se < <(
-      for i in "${!inst[@]}"; do parse "$RUN/out/$tag-$c.$i.txt"; done |
+      for i in "${!inst[@]}"; do wrk_parse "$RUN/out/$tag-$c.$i.txt"; done |
         awk '{ r += $1; if ($2 > a) a = $2; if ($3 > b) b = $3; n += $4; x += $5; s += $6 }
              END { printf "%s %s %s %d %d %d\n", r, a, b, n, x, s }')
   fi

@@ -608,6 +608,16 @@ class HttpSession final : public server::Session {
   // Writes the head sent upstream into `h` (the scratch string keeps its capacity).
   void build_upstream_head(const filters::Exchange& x, std::string_view path,
                            const CompiledTarget& target, http::BodyKind body_kind, std::string& h);
+  // The route's upstream (a split picks one by weight), recorded for the log and metrics.
+  int pick_upstream(const CompiledRoute& route) {
+    int up_index = route.upstream;
+    if (route.config->action == config::Route::Action::Split) {
+      up_index = route.split_upstreams[upstream::pick_split(route.split_weights, worker_.random())];
+    }
+    xs_->log.upstream = snap_->upstreams[static_cast<size_t>(up_index)].config->name;
+    upstream_index_ = up_index;
+    return up_index;
+  }
   // Route `websocket_bridge`: the WebSocket ends here; its messages become upstream requests.
   asio::awaitable<Next> bridge(const CompiledRoute& route, const router::MatchResult& m,
                                std::string_view path, filters::Exchange& x);
@@ -1230,13 +1240,8 @@ asio::awaitable<HttpSession::Next> HttpSession::handle() {
     }
   }
 
-  int up_index = route.upstream;
-  if (rc.action == config::Route::Action::Split) {
-    up_index = route.split_upstreams[upstream::pick_split(route.split_weights, worker_.random())];
-  }
+  const int up_index = pick_upstream(route);
   const CompiledUpstream& up = snap_->upstreams[static_cast<size_t>(up_index)];
-  xs_->log.upstream = up.config->name;
-  upstream_index_ = up_index;
 
   const std::string upstream_path = snap_->router->rewrite_path(m, norm.path);
   Next n = co_await forward(up, static_cast<size_t>(up_index), upstream_path, x);
@@ -2160,13 +2165,7 @@ asio::awaitable<HttpSession::Next> HttpSession::bridge(const CompiledRoute& rout
                                                        std::string_view path,
                                                        filters::Exchange& x) {
   const config::Route& rc = *route.config;
-  int up_index = route.upstream;
-  if (rc.action == config::Route::Action::Split) {
-    up_index = route.split_upstreams[upstream::pick_split(route.split_weights, worker_.random())];
-  }
-  const CompiledUpstream& up = snap_->upstreams[static_cast<size_t>(up_index)];
-  xs_->log.upstream = up.config->name;
-  upstream_index_ = up_index;
+  const int up_index = pick_upstream(route);
 
   proxy::BridgeRequest b;
   b.target = std::string(xs_->head.path);

@@ -107,13 +107,15 @@ def test_the_upstream_sees_the_handshake_with_forwarding_headers(gateway_factory
         async with websockets.connect(f"ws://{HOST}:{gw.port}/hello", subprotocols=["chat"],
                                       extra_headers={"x-client": "yes"}) as ws:
             hello = json.loads(await ws.recv())
-            assert ws.subprotocol == "chat" or ws.subprotocol is None
+            # the upstream (no subprotocols of its own) chose none; its 101 is what the client got
+            assert ws.subprotocol is None
             return hello
     hello = run(go())
     h = hello["headers"]
     assert hello["path"] == "/hello"
     assert h["upgrade"].lower() == "websocket" and "upgrade" in h["connection"].lower()
     assert "sec-websocket-key" in h and h["x-client"] == "yes"
+    assert h["sec-websocket-protocol"] == "chat"  # the client's offer reached the upstream
     assert h["x-forwarded-for"] == "127.0.0.1" and "x-request-id" in h and "traceparent" in h
 
 
