@@ -84,6 +84,7 @@ struct Listener {
   Limits limits;                   // top-level limits with this listener's overrides applied
   std::optional<ListenerTls> tls;  // nullopt = cleartext
   bool redirect_to_https = false;  // only on a cleartext listener: answer 308 to https
+  bool http2 = false;              // h2 via ALPN on TLS, h2c prior knowledge on cleartext
   Mark mark;
 };
 

@@ -18,7 +18,8 @@ std::string describe(const Limits& l) {
 }
 
 std::string describe(const Listener& l) {
-  return fmt::format("listen={}:{} protocol={} {}", l.host, l.port, l.protocol, describe(l.limits));
+  return fmt::format("listen={}:{} protocol={}{} {}", l.host, l.port, l.protocol,
+                     l.http2 ? " http2" : "", describe(l.limits));
 }
 
 // Everything about an upstream except its target list (targets are diffed one by one).

@@ -79,9 +79,9 @@ constexpr std::string_view k_limits_keys[] = {
     "max_body"};
 constexpr Schema k_limits{"in 'limits'", k_limits_keys, {}};
 
-constexpr std::string_view k_listener_keys[] = {"name",   "listen", "protocol",
-                                                "limits", "tls",    "redirect_to_https"};
-constexpr std::string_view k_listener_later[] = {"http2", "proxy_protocol", "upstream"};
+constexpr std::string_view k_listener_keys[] = {
+    "name", "listen", "protocol", "limits", "tls", "redirect_to_https", "http2"};
+constexpr std::string_view k_listener_later[] = {"proxy_protocol", "upstream"};
 constexpr Schema k_listener{"in a listener", k_listener_keys, k_listener_later};
 
 constexpr std::string_view k_listener_tls_keys[] = {"certificates", "min_version", "client_ca",
@@ -187,8 +187,7 @@ constexpr std::string_view k_hash_on_forms = "ip, header:NAME, cookie:NAME, cons
 constexpr std::string_view k_health_check_types[] = {"http", "tcp"};
 constexpr std::string_view k_retry_conditions[] = {"connect_failure", "reset"};
 constexpr std::string_view k_retry_methods[] = {"idempotent", "all"};
-constexpr std::string_view k_upstream_protocols[] = {"http1"};
-constexpr std::string_view k_upstream_protocols_later[] = {"http2", "h2c"};
+constexpr std::string_view k_upstream_protocols[] = {"http1", "http2", "h2c"};
 constexpr std::string_view k_tls_versions[] = {"1.2", "1.3"};
 constexpr std::string_view k_client_cert_modes[] = {"optional", "required"};
 // "none" is not here: it is refused with its own message, whatever its case.
@@ -640,6 +639,9 @@ class Loader {
       }
       if (l.protocol == "mqtt" && l.redirect_to_https) {
         error(l.mark, "listener " + quote(l.name) + ": 'redirect_to_https' is for http listeners");
+      }
+      if (l.protocol != "http" && l.http2) {
+        error(l.mark, "listener " + quote(l.name) + ": 'http2' is for http listeners");
       }
     }
     // A global limit needs the Redis it shares its counts through.
@@ -1240,6 +1242,9 @@ class Loader {
             listener.redirect_to_https = *on;
           }
         }
+        if (const Field* h2 = f->get("http2")) {
+          if (auto on = boolean(h2->value)) listener.http2 = *on;
+        }
       }
       if (has_address) add_listener(std::move(listener), name_mark, listen_mark);
     }
@@ -1737,8 +1742,7 @@ class Loader {
         }
       }
       if (const Field* protocol = f->get("protocol")) {
-        if (auto value = choice(protocol->value, "upstream protocol", k_upstream_protocols,
-                                k_upstream_protocols_later)) {
+        if (auto value = choice(protocol->value, "upstream protocol", k_upstream_protocols)) {
           upstream.protocol = *value;
         }
       }
@@ -1748,7 +1752,20 @@ class Loader {
       if (const Field* timeouts = f->get("timeouts")) {
         load_timeouts(timeouts->value, upstream.timeouts);
       }
-      if (const Field* tls = f->get("tls")) load_upstream_tls(tls->value, upstream);
+      const Field* tls = f->get("tls");
+      if (tls) load_upstream_tls(tls->value, upstream);
+      if (const Field* protocol = f->get("protocol")) {
+        if (upstream.protocol == "http2" && !tls) {
+          error(protocol->value.mark,
+                "upstream " + quote(upstream.name) +
+                    ": 'protocol: http2' is HTTP/2 over TLS and needs a 'tls' block (use 'h2c' "
+                    "for cleartext HTTP/2)");
+        } else if (upstream.protocol == "h2c" && tls) {
+          error(protocol->value.mark, "upstream " + quote(upstream.name) +
+                                          ": 'protocol: h2c' is cleartext HTTP/2; with 'tls' "
+                                          "use 'http2'");
+        }
+      }
     } else if (!e.value.node.IsSequence()) {
       type_error(e.value, "a list of addresses or a map with 'targets'");
       has_targets = false;

@@ -538,7 +538,45 @@ ChunkedDecoder::ChunkedDecoder(size_t max_trailer_bytes) : max_trailer_bytes_(ma
 
 bool ChunkedDecoder::done() const { return state_ == State::Done; }
 
-void ChunkedDecoder::reset() { *this = ChunkedDecoder(max_trailer_bytes_); }
+void ChunkedDecoder::reset() {
+  const bool keep = keep_trailers_;
+  std::string kept = std::move(trailers_);
+  *this = ChunkedDecoder(max_trailer_bytes_);
+  keep_trailers_ = keep;
+  trailers_ = std::move(kept);
+  trailers_.clear();  // (keeps the capacity)
+}
+
+std::string permitted_trailers(std::string_view raw) {
+  static constexpr std::string_view kForbidden[] = {
+      "content-length", "transfer-encoding", "host",
+      "connection",     "keep-alive",        "te",
+      "trailer",        "upgrade",           "proxy-connection",
+      "content-type",   "content-encoding",  "content-range",
+      "authorization",  "set-cookie",        "cache-control"};
+  std::string out;
+  while (!raw.empty()) {
+    size_t eol = raw.find("\r\n");
+    std::string_view line = raw.substr(0, eol);
+    raw = eol == std::string_view::npos ? std::string_view() : raw.substr(eol + 2);
+    size_t colon = line.find(':');
+    if (colon == std::string_view::npos || colon == 0) continue;
+    std::string_view name = line.substr(0, colon);
+    bool forbidden = false;
+    for (auto f : kForbidden) {
+      if (f.size() != name.size()) continue;
+      bool same = true;
+      for (size_t i = 0; i < f.size() && same; ++i) {
+        same = (name[i] | 0x20) == f[i] || (f[i] == '-' && name[i] == '-');
+      }
+      forbidden = forbidden || same;
+    }
+    if (forbidden) continue;
+    out.append(line);
+    out += "\r\n";
+  }
+  return out;
+}
 
 ChunkedDecoder::Result ChunkedDecoder::feed(std::string_view in,
                                             std::vector<std::string_view>& data) {
@@ -567,6 +605,10 @@ ChunkedDecoder::Result ChunkedDecoder::feed(std::string_view in,
     if (state_ >= State::TrailerLine && state_ <= State::EndLf &&
         ++trailer_bytes_ > max_trailer_bytes_) {
       return fail_at(i, "trailer section too large");
+    }
+    if (keep_trailers_ && state_ >= State::TrailerLine && state_ <= State::TrailerLf &&
+        !(state_ == State::TrailerLine && c == '\r')) {
+      trailers_.push_back(c);
     }
     switch (state_) {
       case State::Size: {

@@ -17,6 +17,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <string>
 #include <string_view>
 #include <vector>
 
@@ -116,6 +117,12 @@ class ChunkedDecoder {
   bool done() const;
   void reset();
 
+  // Keep the trailer section (HTTP/2 and gRPC need trailers carried through): after done(),
+  // trailers() holds its field lines as received, each ending in CRLF, without the final empty
+  // line. Off by default (trailers are validated and dropped). Survives reset().
+  void keep_trailers(bool on) { keep_trailers_ = on; }
+  std::string_view trailers() const { return trailers_; }
+
  private:
   enum class State : uint8_t {
     Size,         // chunk-size hex digits
@@ -141,6 +148,13 @@ class ChunkedDecoder {
   size_t ext_bytes_ = 0;
   size_t trailer_bytes_ = 0;
   std::string_view error_;
+  bool keep_trailers_ = false;
+  std::string trailers_;
 };
+
+// The trailer field lines of `raw` (CRLF-terminated lines, as ChunkedDecoder::trailers() gives)
+// without the fields a trailer must not carry (framing, routing, connection-specific: RFC 9110
+// 6.5.1), re-joined the same way.
+std::string permitted_trailers(std::string_view raw);
 
 }  // namespace sluice::http

@@ -1,5 +1,6 @@
 #include "proxy/http_session.h"
 #include "proxy/access_log.h"
+#include "proxy/h2_proxy.h"
 #include "proxy/hold.h"
 #include "proxy/upstream_call.h"
 #include "proxy/websocket_bridge.h"
@@ -26,6 +27,7 @@
 #include "filters/auth.h"
 #include "filters/exchange.h"
 #include "filters/rate_limit.h"
+#include "http/h2.h"
 #include "http/normalise.h"
 #include "http/parser.h"
 #include "server/tls_stream.h"
@@ -281,7 +283,13 @@ class BodySource {
     kind_ = kind;
     remaining_ = length;
     done_ = kind == http::BodyKind::None || (kind == http::BodyKind::Length && length == 0);
+    decoder_.keep_trailers(true);
     decoder_.reset();
+  }
+  // A chunked body's trailer fields that may be passed on (after done()), CRLF-terminated lines.
+  std::string trailers() const {
+    return decoder_.trailers().empty() ? std::string()
+                                       : http::permitted_trailers(decoder_.trailers());
   }
   bool done() const { return done_; }
   // Body bytes taken from the buffer so far, framing included (what the access log counts).
@@ -353,7 +361,7 @@ class BodySource {
         error_ = "chunk framing too long";
         co_return Status::Error;
       }
-      wd_.arm(gap_, io_.sock);
+      io_.arm(wd_, gap_);
       auto [ec, n] = co_await io_.read_some(asio::buffer(buf_.data() + end_, buf_.size() - end_));
       if (ec) {
         // (a TLS peer that closes without close_notify ends a close-delimited body too)
@@ -417,12 +425,20 @@ class BodySink {
     }
     if (framing_ == Framing::Chunked) {
       if (total > 0) bufs_.emplace_back("\r\n", 2);
-      if (last) bufs_.emplace_back("0\r\n\r\n", 5);
+      if (last && trailers_.empty()) {
+        bufs_.emplace_back("0\r\n\r\n", 5);
+      } else if (last) {
+        bufs_.emplace_back("0\r\n", 3);
+        bufs_.emplace_back(trailers_.data(), trailers_.size());
+        bufs_.emplace_back("\r\n", 2);
+      }
     }
-    wd_.arm(gap_, io_.sock);
+    io_.arm(wd_, gap_);
     return bufs_;
   }
   void count(size_t n) { bytes_ += n; }
+  // Trailer field lines (CRLF-terminated) for the last chunk of a chunked body.
+  void set_trailers(std::string t) { trailers_ = std::move(t); }
 
   asio::awaitable<bool> write(std::string_view prefix, const std::vector<std::string_view>& pieces,
                               bool last) {
@@ -441,6 +457,7 @@ class BodySink {
   Framing framing_;
   std::vector<asio::const_buffer>& bufs_;
   std::string chunk_line_;
+  std::string trailers_;
   uint64_t bytes_ = 0;
 };
 
@@ -524,6 +541,22 @@ class HttpSession final : public server::Session {
     }
     worker_.add_session(this);
   }
+  // One HTTP/2 stream after another, carried over `lane` (h2_downstream.cpp): the connection's
+  // client address, TLS and identity come from the HTTP/2 connection.
+  HttpSession(Worker& worker, std::shared_ptr<server::Lane> lane, std::string listener,
+              const DownstreamInfo& info)
+      : worker_(worker),
+        socket_(worker.io()),
+        lane_(std::move(lane)),
+        https_(info.https),
+        tls_cn_(info.tls_cn),
+        listener_name_(std::move(listener)),
+        client_ip_(info.client_ip),
+        down_wd_(socket_.get_executor()),
+        up_wd_(socket_.get_executor()) {
+    io_ = server::Io{nullptr, nullptr, lane_.get()};
+    worker_.add_session(this);
+  }
   ~HttpSession() override {
     if (conn_metrics_) conn_metrics_->connection_closed(conn_listener_);
     worker_.remove_session(this);
@@ -534,7 +567,11 @@ class HttpSession final : public server::Session {
   void on_drain() override {
     if (idle_) {
       error_code ignored;
-      socket_.cancel(ignored);
+      if (lane_) {
+        lane_->cancel(ignored);
+      } else {
+        socket_.cancel(ignored);
+      }
     }
   }
 
@@ -656,9 +693,11 @@ class HttpSession final : public server::Session {
   }
 
   Worker& worker_;
-  tcp::socket socket_;
+  tcp::socket socket_;                      // not open when the session runs over a lane
   std::unique_ptr<server::TlsStream> tls_;  // over socket_ on a TLS listener
   server::Io io_{&socket_, nullptr};        // socket_, or tls_ once the handshake is done
+  std::shared_ptr<server::Lane> lane_;      // an HTTP/2 connection's streams, instead of socket_
+  bool https_ = false;                      // the client connection is TLS
   std::string tls_cn_;                      // a verified client certificate's CN
   std::shared_ptr<const filters::Exchange::Identity> tls_identity_;
   uint64_t tls_identity_generation_ = 0;
@@ -704,10 +743,49 @@ asio::awaitable<void> HttpSession::run() {
   refresh_snapshot();
   if (snap_->config.admin) conn_metrics_ = metrics_;
   conn_listener_ = listener_index_;
+  if (lane_) conn_metrics_ = nullptr;  // the HTTP/2 connection counts itself
   if (conn_metrics_) conn_metrics_->connection_opened(conn_listener_);
-  if (auto it = snap_->listener_tls.find(listener_name_); it != snap_->listener_tls.end()) {
+  if (lane_) {
+    // Served on an HTTP/2 connection: no handshake, no socket to close.
+  } else if (auto it = snap_->listener_tls.find(listener_name_); it != snap_->listener_tls.end()) {
     if (!co_await handshake(it->second)) {
       error_code ignored;
+      socket_.close(ignored);
+      co_return;
+    }
+  }
+  if (const config::Listener* l = listener(); !lane_ && l != nullptr && l->http2) {
+    // HTTP/2: negotiated by ALPN on TLS, or the h2c preface on cleartext (prior knowledge).
+    bool h2 = false;
+    if (tls_) {
+      h2 = tls::alpn_protocol(tls_->native_handle()) == "h2"sv;
+    } else {
+      ensure_buffer();
+      io_.arm(down_wd_, limits_.header_timeout);
+      for (;;) {
+        auto [ec, n] = co_await io_.read_some(asio::buffer(buf_.data() + end_, buf_.size() - end_));
+        if (ec || n == 0) {
+          error_code ignored;
+          socket_.close(ignored);
+          co_return;
+        }
+        end_ += n;
+        auto p = http::h2::detect_preface(std::string_view(buf_.data(), end_));
+        if (p == http::h2::Preface::NeedMore) continue;
+        h2 = p == http::h2::Preface::H2;
+        break;
+      }
+    }
+    if (h2) {
+      down_wd_.disarm();
+      DownstreamInfo info{client_ip_, https_, tls_cn_};
+      std::string_view initial(buf_.empty() ? nullptr : buf_.data(), end_);
+      co_await serve_h2(worker_, io_, initial, listener_name_, std::move(info));
+      begin_ = end_ = 0;
+      release_buffer_if_idle();
+      error_code ignored;
+      if (tls_ && socket_.is_open()) tls_->shutdown();
+      socket_.shutdown(tcp::socket::shutdown_send, ignored);
       socket_.close(ignored);
       co_return;
     }
@@ -723,6 +801,10 @@ asio::awaitable<void> HttpSession::run() {
     if (next == Next::Close || close_after_ || worker_.draining()) break;
     release_buffer_if_idle();
   }
+  if (lane_) {
+    lane_->close();
+    co_return;
+  }
   error_code ignored;
   if (tls_ && socket_.is_open())
     tls_->shutdown();  // close_notify, without waiting for the client's
@@ -734,7 +816,7 @@ asio::awaitable<bool> HttpSession::handshake(std::shared_ptr<const tls::ServerCo
   SSL* ssl = ctx->new_ssl();
   if (ssl == nullptr) co_return false;
   tls_ = std::make_unique<server::TlsStream>(socket_, ssl);  // owns ssl from here
-  down_wd_.arm(limits_.header_timeout, &socket_);
+  io_.arm(down_wd_, limits_.header_timeout);
   error_code ec = co_await tls_->handshake();
   down_wd_.disarm();
   if (ec) {
@@ -746,6 +828,7 @@ asio::awaitable<bool> HttpSession::handshake(std::shared_ptr<const tls::ServerCo
   }
   tls_cn_ = tls::peer_common_name(ssl);
   io_.tls = tls_.get();
+  https_ = true;
   co_return true;
 }
 
@@ -756,7 +839,7 @@ asio::awaitable<bool> HttpSession::read_head() {
     // buffer. (An async_wait for readability would cost an epoll_ctl per request in Asio.)
     idle_ = true;
     // The first request must come within header_timeout; later ones within idle_timeout.
-    down_wd_.arm(served_any_ ? limits_.idle_timeout : limits_.header_timeout, &socket_);
+    io_.arm(down_wd_, served_any_ ? limits_.idle_timeout : limits_.header_timeout);
     if (worker_.draining()) co_return false;
     auto [ec, n] = co_await io_.read_some(asio::buffer(idle_buf_));
     idle_ = false;
@@ -772,7 +855,7 @@ asio::awaitable<bool> HttpSession::read_head() {
     xs_->head = {};
     xs_->head.headers = std::move(keep);
   }
-  down_wd_.arm(limits_.header_timeout, &socket_);
+  io_.arm(down_wd_, limits_.header_timeout);
   for (;;) {
     if (begin_ < end_) {
       auto r = parser_.parse(std::string_view(buf_.data() + begin_, end_ - begin_), xs_->head);
@@ -850,7 +933,7 @@ asio::awaitable<void> HttpSession::send_local(
   bool head_only = xs_->log.method == "HEAD";
   std::array<asio::const_buffer, 2> bufs{asio::buffer(xs_->out),
                                          asio::buffer(body.data(), head_only ? 0 : body.size())};
-  down_wd_.arm(std::chrono::seconds(5), &socket_);
+  io_.arm(down_wd_, std::chrono::seconds(5));
   auto [ec, n] = co_await io_.write(bufs);
   xs_->log.status = status;
   xs_->log.bytes_out += n;
@@ -1017,7 +1100,7 @@ asio::awaitable<void> HttpSession::serve_cached(std::shared_ptr<const cache::Ent
   out += close ? "\r\nconnection: close\r\n\r\n"sv : "\r\n\r\n"sv;
   std::array<asio::const_buffer, 2> bufs{
       asio::buffer(out), asio::buffer(e.body.data(), head_only ? 0 : e.body.size())};
-  down_wd_.arm(limits_.idle_timeout, &socket_);
+  io_.arm(down_wd_, limits_.idle_timeout);
   auto [ec, n] = co_await io_.write(bufs);
   xs_->log.status = e.status;
   xs_->log.bytes_out += n;
@@ -1038,7 +1121,9 @@ asio::awaitable<HttpSession::Next> HttpSession::handle() {
   xs_->log.host = xs_->head.host;
   xs_->log.path = xs_->head.path;
   xs_->log.query = xs_->head.query;
-  xs_->log.protocol = xs_->head.version == http::Version::Http10 ? "HTTP/1.0" : "HTTP/1.1";
+  xs_->log.protocol = lane_                                        ? "HTTP/2"
+                      : xs_->head.version == http::Version::Http10 ? "HTTP/1.0"
+                                                                   : "HTTP/1.1";
   xs_->log.bytes_in = head_len_;
   if (auto ua = xs_->head.header("user-agent"); ua.found) xs_->log.user_agent = ua.value;
   if (auto ref = xs_->head.header("referer"); ref.found) xs_->log.referer = ref.value;
@@ -1302,8 +1387,8 @@ void HttpSession::build_upstream_head(const filters::Exchange& x, std::string_vi
     h += ", "sv;
   }
   h += client_ip_;
-  h += tls_ ? "\r\nx-forwarded-proto: https\r\nx-forwarded-host: "sv
-            : "\r\nx-forwarded-proto: http\r\nx-forwarded-host: "sv;
+  h += https_ ? "\r\nx-forwarded-proto: https\r\nx-forwarded-host: "sv
+              : "\r\nx-forwarded-proto: http\r\nx-forwarded-host: "sv;
   h += xs_->head.host;
   h += "\r\nforwarded: "sv;
   if (!fwd.empty()) {
@@ -1319,7 +1404,7 @@ void HttpSession::build_upstream_head(const filters::Exchange& x, std::string_vi
     h += xs_->head.host;
     h += "\""sv;
   }
-  h += tls_ ? ";proto=https\r\nvia: "sv : ";proto=http\r\nvia: "sv;
+  h += https_ ? ";proto=https\r\nvia: "sv : ";proto=http\r\nvia: "sv;
   if (!via.empty()) {
     h += via;
     h += ", "sv;
@@ -1566,13 +1651,19 @@ asio::awaitable<HttpSession::Next> HttpSession::forward(const CompiledUpstream& 
     const std::string& ip = target->dynamic ? dynamic_ip : target->ip;
     const std::string& key = target->dynamic ? dynamic_key : target->key;
     const bool replayable = replay_ok && method_retryable;
-    conn = worker_.pool().acquire(key, uc.timeouts.idle, replayable);
+    const bool h2_upstream = uc.protocol != "http1"sv;
+    conn = h2_upstream ? nullptr : worker_.pool().acquire(key, uc.timeouts.idle, replayable);
     bool reused = conn != nullptr;
     if (!conn) {
       conn = std::make_unique<UpstreamConnection>(worker_.io());
       conn->key = key;
-      last = co_await connect_target(conn->socket, ip, target->port, uc.timeouts.connect, up_wd_);
-      if (!last && up.tls) {
+      if (h2_upstream) {  // a stream of a shared HTTP/2 connection (h2_proxy.cpp)
+        last = co_await open_h2_stream(worker_, *conn, up, *target, ip, key, up_wd_,
+                                       uc.timeouts.connect);
+      } else {
+        last = co_await connect_target(conn->socket, ip, target->port, uc.timeouts.connect, up_wd_);
+      }
+      if (!last && up.tls && !h2_upstream) {
         last = co_await upstream_handshake(*conn, up, *target, key, up_wd_, uc.timeouts.connect);
       }
       if (last) {
@@ -1602,7 +1693,7 @@ asio::awaitable<HttpSession::Next> HttpSession::forward(const CompiledUpstream& 
     if (has_body && xs_->head.expect_continue && !continue_sent) {
       continue_sent = true;
       static constexpr std::string_view k100 = "HTTP/1.1 100 Continue\r\n\r\n";
-      down_wd_.arm(limits_.idle_timeout, &socket_);
+      io_.arm(down_wd_, limits_.idle_timeout);
       auto [ec, n] = co_await io_.write(asio::buffer(k100));
       if (ec) co_return Next::Close;
     }
@@ -1655,14 +1746,14 @@ asio::awaitable<HttpSession::Next> HttpSession::forward(const CompiledUpstream& 
       uhead += "\r\n\r\n"sv;
     }
     const bool chunked = xs_->head.body_kind == http::BodyKind::Chunked && !transform_request;
-    up_wd_.arm(request_timeout, &conn->socket);
+    conn->io().arm(up_wd_, request_timeout);
     bool sent = true;
     if (!has_body || body_read) {
       // No body, or a replay of a body kept in memory.
       std::vector<std::string_view>& pieces = xs_->pieces;
       pieces.clear();
       if (has_body) pieces.push_back(xs_->replay);
-      server::Io uio{&conn->socket, conn->tls.get()};
+      server::Io uio = conn->io();
       BodySink sink(uio, up_wd_, request_timeout,
                     chunked ? BodySink::Framing::Chunked : BodySink::Framing::Raw, xs_->iov);
       auto [ec, n] = co_await uio.write(sink.prepare(uhead, pieces, true));
@@ -1670,7 +1761,7 @@ asio::awaitable<HttpSession::Next> HttpSession::forward(const CompiledUpstream& 
     } else {
       BodySource src(io_, buf_, begin_, end_, down_wd_, limits_.request_body_timeout);
       src.start(xs_->head.body_kind, xs_->head.content_length);
-      BodySink sink(server::Io{&conn->socket, conn->tls.get()}, up_wd_, request_timeout,
+      BodySink sink(conn->io(), up_wd_, request_timeout,
                     chunked ? BodySink::Framing::Chunked : BodySink::Framing::Raw, xs_->iov);
       std::vector<std::string_view>& pieces = xs_->pieces;
       std::string_view prefix = uhead;
@@ -1696,6 +1787,7 @@ asio::awaitable<HttpSession::Next> HttpSession::forward(const CompiledUpstream& 
           co_return Next::Close;
         }
         bool last_piece = st == BodySource::Status::End || src.done();
+        if (last_piece && chunked) sink.set_trailers(src.trailers());
         if (sent && !co_await sink.write(prefix, pieces, last_piece)) {
           sent = false;  // keep reading the client's body so it can be replayed elsewhere
           if (!replay_ok) break;
@@ -1761,8 +1853,8 @@ asio::awaitable<HttpSession::Next> HttpSession::forward(const CompiledUpstream& 
         rend -= rbegin;
         rbegin = 0;
       }
-      auto [ec, n] = co_await server::Io{&conn->socket, conn->tls.get()}.read_some(
-          asio::buffer(rbuf.data() + rend, rbuf.size() - rend));
+      auto [ec, n] =
+          co_await conn->io().read_some(asio::buffer(rbuf.data() + rend, rbuf.size() - rend));
       if (ec) {
         last = up_wd_.expired() ? Error{Source::Upstream, ErrorKind::UpstreamTimeout}
                                 : Error{Source::Upstream, ErrorKind::UpstreamReset};
@@ -1908,8 +2000,7 @@ asio::awaitable<HttpSession::Next> HttpSession::forward(const CompiledUpstream& 
       }
       rhead.reason = x.own(std::string(rhead.reason));
       size_t body_begin = rbegin + rhead_len;
-      BodySource src(server::Io{&conn->socket, conn->tls.get()}, rbuf, body_begin, rend, up_wd_,
-                     request_timeout);
+      BodySource src(conn->io(), rbuf, body_begin, rend, up_wd_, request_timeout);
       src.start(rhead.body_kind, rhead.content_length);
       std::vector<std::string_view>& pieces = xs_->pieces;
       std::string body;
@@ -2106,8 +2197,7 @@ asio::awaitable<HttpSession::Next> HttpSession::forward(const CompiledUpstream& 
 
   // Stream the body; the head goes out with its first piece.
   rbegin += rhead_len;
-  BodySource src(server::Io{&conn->socket, conn->tls.get()}, rbuf, rbegin, rend, up_wd_,
-                 request_timeout);
+  BodySource src(conn->io(), rbuf, rbegin, rend, up_wd_, request_timeout);
   src.start(rhead.body_kind, rhead.content_length);
   BodySink sink(io_, down_wd_, limits_.idle_timeout, framing, xs_->iov);
   std::vector<std::string_view>& pieces = xs_->pieces;
@@ -2133,6 +2223,7 @@ asio::awaitable<HttpSession::Next> HttpSession::forward(const CompiledUpstream& 
         cs.pending.reset();
       }
     }
+    if (last_piece && framing == BodySink::Framing::Chunked) sink.set_trailers(src.trailers());
     auto iov = sink.prepare(prefix, pieces, last_piece);
     if (!iov.empty()) {
       auto [ec, n] = co_await io_.write(iov);
@@ -2200,7 +2291,7 @@ asio::awaitable<HttpSession::Next> HttpSession::bridge(const CompiledRoute& rout
     b.extra_headers.emplace_back(to_lower_ascii(h.name), std::string(h.value));
   }
   b.extra_headers.emplace_back("x-forwarded-for", client_ip_);
-  b.extra_headers.emplace_back("x-forwarded-proto", tls_ ? "https" : "http");
+  b.extra_headers.emplace_back("x-forwarded-proto", https_ ? "https" : "http");
   if (!x.consumer().empty()) b.extra_headers.emplace_back("x-consumer", std::string(x.consumer()));
   b.connection_id = xs_->request_id;
   b.max_in_flight = rc.websocket_bridge->max_in_flight;
@@ -2233,7 +2324,7 @@ asio::awaitable<void> HttpSession::tunnel(UpstreamConnection& conn, std::string_
   server::Io up{&conn.socket, conn.tls.get()};
   // What each side sent before the other could read it: the 101 and early frames for the
   // client, bytes the client pipelined behind its upgrade request for the upstream.
-  down_wd_.arm(idle, &socket_);
+  io_.arm(down_wd_, idle);
   auto [ec, n] = co_await io_.write(asio::buffer(to_client));
   if (ec) co_return;
   if (begin_ < end_) {
@@ -2276,7 +2367,7 @@ asio::awaitable<void> HttpSession::pump(server::Io from, server::Io to, tcp::soc
       }
       break;
     }
-    down_wd_.arm(idle, &socket_);
+    io_.arm(down_wd_, idle);
     up_wd_.arm(idle, &to_sock == &socket_ ? &from_sock : &to_sock);
     auto [wec, wn] = co_await to.write(asio::buffer(buf.data(), n));
     bytes += wn;
@@ -2352,6 +2443,12 @@ void HttpSession::write_access_log() {
 asio::awaitable<void> serve_http(server::Worker& worker, tcp::socket socket,
                                  std::string listener_name) {
   HttpSession session(worker, std::move(socket), std::move(listener_name));
+  co_await session.run();
+}
+
+asio::awaitable<void> serve_http_lane(server::Worker& worker, std::shared_ptr<server::Lane> lane,
+                                      std::string listener_name, DownstreamInfo info) {
+  HttpSession session(worker, std::move(lane), std::move(listener_name), info);
   co_await session.run();
 }
 

@@ -20,7 +20,9 @@
 
 #include <boost/asio/ssl/error.hpp>  // asio::ssl::error::stream_truncated
 
+#include "core/duration.h"
 #include "server/asio.h"
+#include "server/lane.h"
 
 typedef struct ssl_st SSL;
 
@@ -64,16 +66,28 @@ class TlsStream {
 struct Io {
   tcp::socket* sock = nullptr;
   TlsStream* tls = nullptr;
+  Lane* lane = nullptr;  // set: an HTTP/2 stream's lane instead of the socket (lane.h)
 
-  // Each returns the awaitable of the underlying operation itself (both paths have one type),
-  // so the cleartext path costs a branch and nothing else.
+  // Each returns the awaitable of the underlying operation itself (all paths have one type),
+  // so the cleartext path costs a branch or two and nothing else.
   asio::awaitable<std::tuple<error_code, size_t>> read_some(asio::mutable_buffer b) const {
+    if (lane != nullptr) return lane->in.read_some(b);
     return tls != nullptr ? tls->read_some(b) : sock->async_read_some(b, use_nothrow);
   }
   // `bufs` must live until the write completes (callers co_await in the same expression).
   asio::awaitable<std::tuple<error_code, size_t>> write(
       std::span<const asio::const_buffer> bufs) const {
+    if (lane != nullptr) return lane->out.write(bufs);
     return tls != nullptr ? tls->write(bufs) : asio::async_write(*sock, bufs, use_nothrow);
+  }
+  // Arms `wd` to cancel this stream's pending I/O after `d`.
+  template <class Wd>
+  void arm(Wd& wd, Duration d) const {
+    if (lane != nullptr) {
+      wd.arm(d, lane);
+    } else {
+      wd.arm(d, sock);
+    }
   }
   template <size_t N>
   asio::awaitable<std::tuple<error_code, size_t>> write(

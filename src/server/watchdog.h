@@ -30,10 +30,16 @@ class Watchdog {
   Watchdog(const Watchdog&) = delete;
   Watchdog& operator=(const Watchdog&) = delete;
 
-  void arm(Duration d, asio::basic_socket<tcp>* target) {
+  // `target`: anything with cancel(error_code&) - a socket, a Lane.
+  template <class T>
+  void arm(Duration d, T* target) {
     State& s = *state_;
     s.deadline = Clock::now() + d;
     s.target = target;
+    s.cancel = [](void* p) {
+      error_code ignored;
+      static_cast<T*>(p)->cancel(ignored);
+    };
     s.expired = false;
     if (!s.waiting) {
       start(state_);
@@ -52,7 +58,8 @@ class Watchdog {
     explicit State(const asio::any_io_executor& ex) : timer(ex) {}
     asio::steady_timer timer;
     Clock::time_point deadline = Clock::time_point::max();
-    asio::basic_socket<tcp>* target = nullptr;
+    void* target = nullptr;
+    void (*cancel)(void*) = nullptr;
     bool waiting = false;
     bool expired = false;
     bool stopped = false;
@@ -67,10 +74,7 @@ class Watchdog {
       if (Clock::now() >= st->deadline) {
         st->expired = true;
         st->deadline = Clock::time_point::max();
-        if (st->target != nullptr) {
-          error_code ignored;
-          st->target->cancel(ignored);
-        }
+        if (st->target != nullptr) st->cancel(st->target);
         return;
       }
       start(st);

@@ -8,6 +8,7 @@
 
 #include "core/log.h"
 #include "filters/rate_limit.h"
+#include "proxy/h2_proxy.h"
 #include "proxy/http_session.h"
 #include "proxy/mqtt_session.h"
 #include "server/redis.h"
@@ -16,7 +17,13 @@
 namespace sluice::server {
 
 UpstreamConnection::UpstreamConnection(asio::io_context& io) : socket(io) {}
-UpstreamConnection::~UpstreamConnection() = default;
+UpstreamConnection::~UpstreamConnection() {
+  if (lane) lane->close();  // the HTTP/2 stream behind it ends (reset if unfinished)
+}
+Io UpstreamConnection::io() const {
+  if (lane) return Io{nullptr, nullptr, lane.get()};
+  return Io{const_cast<tcp::socket*>(&socket), tls.get()};
+}
 
 // ---- UpstreamPool ----
 
@@ -53,6 +60,7 @@ std::unique_ptr<UpstreamConnection> UpstreamPool::acquire(const std::string& key
 }
 
 void UpstreamPool::release(std::unique_ptr<UpstreamConnection> conn) {
+  if (conn->lane) return;  // an HTTP/2 stream: done (its connection is pooled by h2_proxy.cpp)
   auto& list = idle_[conn->key];
   if (list.size() >= kMaxIdlePerTarget) return;  // closes it
   conn->idle_since = std::chrono::steady_clock::now();
@@ -200,6 +208,7 @@ void Worker::drain() {
     }
     acceptors_.clear();
     pool_.clear();
+    proxy::close_h2_upstreams();
     // on_drain may end a session, which removes itself from the set: iterate over a copy.
     std::vector<Session*> sessions(sessions_.begin(), sessions_.end());
     for (Session* s : sessions) s->on_drain();

@@ -26,6 +26,8 @@
 namespace sluice::server {
 
 class TlsStream;    // server/tls_stream.h
+struct Lane;        // server/lane.h
+struct Io;          // server/tls_stream.h
 class RedisClient;  // server/redis.h
 
 // An idle keep-alive connection to a target.
@@ -36,7 +38,11 @@ struct UpstreamConnection {
   UpstreamConnection& operator=(const UpstreamConnection&) = delete;
   tcp::socket socket;
   std::unique_ptr<TlsStream> tls;  // over `socket` for an upstream with `tls:`
-  std::string key;                 // CompiledTarget::key
+  // An HTTP/2 upstream: a stream of a shared connection, as HTTP/1 bytes (proxy/h2_proxy.h);
+  // `socket` is not used then. Never pooled: the HTTP/2 connection is what is reused.
+  std::shared_ptr<Lane> lane;
+  Io io() const;    // the lane, or TLS, or the socket
+  std::string key;  // CompiledTarget::key
   std::chrono::steady_clock::time_point idle_since;
   uint64_t requests = 0;
 };

@@ -29,6 +29,8 @@ constexpr const char* kTls13Ciphers =
 constexpr const char* kGroups = "X25519:P-256:P-384";
 // ALPN wire format: length-prefixed protocol names, in our order of preference.
 constexpr unsigned char kAlpnHttp11[] = {8, 'h', 't', 't', 'p', '/', '1', '.', '1'};
+constexpr unsigned char kAlpnH2Http11[] = {2, 'h', '2', 8, 'h', 't', 't', 'p', '/', '1', '.', '1'};
+constexpr unsigned char kAlpnH2[] = {2, 'h', '2'};
 
 std::string error_queue_text() {
   std::string out;
@@ -204,11 +206,14 @@ int on_servername(SSL* ssl, int* /*alert*/, void* arg) {
   return SSL_TLSEXT_ERR_OK;
 }
 
+// `arg` non-null: the listener has `http2: true` and prefers h2.
 int on_alpn(SSL*, const unsigned char** out, unsigned char* outlen, const unsigned char* in,
-            unsigned int inlen, void*) {
+            unsigned int inlen, void* arg) {
   unsigned char* selected = nullptr;
-  if (SSL_select_next_proto(&selected, outlen, kAlpnHttp11, sizeof kAlpnHttp11, in, inlen) ==
-      OPENSSL_NPN_NEGOTIATED) {
+  const bool h2 = arg != nullptr;
+  if (SSL_select_next_proto(&selected, outlen, h2 ? kAlpnH2Http11 : kAlpnHttp11,
+                            h2 ? sizeof kAlpnH2Http11 : sizeof kAlpnHttp11, in,
+                            inlen) == OPENSSL_NPN_NEGOTIATED) {
     *out = selected;
     return SSL_TLSEXT_ERR_OK;
   }
@@ -286,7 +291,8 @@ std::shared_ptr<const ServerContext> ServerContext::build(const config::Listener
     SSL_CTX_set_tlsext_ticket_key_evp_cb(ctx, &TicketKeys::callback);
     SSL_CTX_set_tlsext_servername_callback(ctx, on_servername);
     SSL_CTX_set_tlsext_servername_arg(ctx, server.get());
-    SSL_CTX_set_alpn_select_cb(ctx, on_alpn, nullptr);
+    static int h2_marker = 1;
+    SSL_CTX_set_alpn_select_cb(ctx, on_alpn, listener.http2 ? &h2_marker : nullptr);
 
     if (SSL_CTX_use_certificate_chain_file(ctx, c.cert.c_str()) != 1) {
       fail(c.mark, fmt::format("certificate '{}': {}", c.cert, error_queue_text()));
@@ -441,8 +447,8 @@ std::shared_ptr<const ClientContext> ClientContext::build(const config::Upstream
   const config::UpstreamTls& tls = *upstream.tls;
   client->sni_ = tls.sni;
   client->verify_ = tls.verify;
-  client->cache_prefix_ =
-      fmt::format("{}|{}|{}|{}|", upstream.name, tls.verify ? 1 : 0, tls.ca, tls.sni);
+  client->cache_prefix_ = fmt::format("{}|{}|{}|{}|{}|", upstream.name, upstream.protocol,
+                                      tls.verify ? 1 : 0, tls.ca, tls.sni);
   auto fail = [&](std::string_view what) {
     errors.push_back(fmt::format("{}:{}:{}: upstream '{}': {}", file, upstream.mark.line,
                                  upstream.mark.col, upstream.name, what));
@@ -458,7 +464,11 @@ std::shared_ptr<const ClientContext> ClientContext::build(const config::Upstream
   SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_COMPRESSION);
   SSL_CTX_set_cipher_list(ctx, kTls12Ciphers);
   SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS);
-  SSL_CTX_set_alpn_protos(ctx, kAlpnHttp11, sizeof kAlpnHttp11);
+  if (upstream.protocol == "http2") {
+    SSL_CTX_set_alpn_protos(ctx, kAlpnH2, sizeof kAlpnH2);
+  } else {
+    SSL_CTX_set_alpn_protos(ctx, kAlpnHttp11, sizeof kAlpnHttp11);
+  }
   SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_CLIENT | SSL_SESS_CACHE_NO_INTERNAL_STORE);
   SSL_CTX_sess_set_new_cb(ctx, on_new_client_session);
   if (tls.verify) {

@@ -1,0 +1,900 @@
+#include "proxy/h2_proxy.h"
+
+#include <array>
+#include <unordered_map>
+#include <utility>
+#include <vector>
+
+#include <fmt/format.h>
+
+#include <boost/asio/experimental/awaitable_operators.hpp>
+
+#include "core/log.h"
+#include "http/h2.h"
+#include "http/message.h"
+#include "http/parser.h"
+#include "proxy/upstream_call.h"
+#include "server/lane.h"
+#include "server/snapshot.h"
+#include "server/tls_stream.h"
+#include "server/watchdog.h"
+#include "server/worker.h"
+#include "tls/tls.h"
+
+namespace sluice::proxy {
+
+namespace h2 = http::h2;
+using namespace std::literals;
+using namespace asio::experimental::awaitable_operators;
+using server::Lane;
+using server::Watchdog;
+
+namespace {
+
+constexpr size_t kReadBuffer = 16 * 1024;
+// Bytes of a response (or request) body taken from a lane per DATA submission.
+constexpr size_t kMaxPiece = 64 * 1024;
+
+void append_hex(std::string& out, uint64_t v) {
+  char buf[16];
+  int n = 0;
+  do {
+    buf[n++] = "0123456789abcdef"[v & 15];
+    v >>= 4;
+  } while (v != 0);
+  while (n > 0) out += buf[--n];
+}
+
+// A chunk of a chunked HTTP/1 body.
+void append_chunk(std::string& out, std::string_view data) {
+  append_hex(out, data.size());
+  out += "\r\n"sv;
+  out += data;
+  out += "\r\n"sv;
+}
+
+// The last chunk with `fields` as its trailer section.
+void append_last_chunk(std::string& out, std::span<const http::Header> fields) {
+  out += "0\r\n"sv;
+  for (const auto& f : fields) {
+    out += f.name;
+    out += ": "sv;
+    out += f.value;
+    out += "\r\n"sv;
+  }
+  out += "\r\n"sv;
+}
+
+// Trailer field lines ("name: value\r\n"...) as headers pointing into `lines`.
+std::vector<http::Header> parse_trailer_lines(std::string_view lines) {
+  std::vector<http::Header> out;
+  while (!lines.empty()) {
+    size_t eol = lines.find("\r\n");
+    std::string_view line = lines.substr(0, eol);
+    lines = eol == std::string_view::npos ? std::string_view() : lines.substr(eol + 2);
+    size_t colon = line.find(':');
+    if (colon == std::string_view::npos) continue;
+    std::string_view value = line.substr(colon + 1);
+    while (!value.empty() && (value.front() == ' ' || value.front() == '\t'))
+      value.remove_prefix(1);
+    while (!value.empty() && (value.back() == ' ' || value.back() == '\t')) value.remove_suffix(1);
+    out.push_back({line.substr(0, colon), value});
+  }
+  return out;
+}
+
+// An event one coroutine waits on and others signal (single-threaded).
+class Signal {
+ public:
+  explicit Signal(const asio::any_io_executor& ex) : timer_(ex) {}
+  void notify() {
+    notified_ = true;
+    if (waiting_) timer_.cancel();
+  }
+  asio::awaitable<void> wait() {
+    if (!notified_) {
+      waiting_ = true;
+      timer_.expires_at(std::chrono::steady_clock::time_point::max());
+      co_await timer_.async_wait(use_nothrow);
+      waiting_ = false;
+    }
+    notified_ = false;
+  }
+
+ private:
+  asio::steady_timer timer_;
+  bool waiting_ = false;
+  bool notified_ = false;
+};
+
+// The byte-moving half shared by both roles: a reader feeding receive(), a writer draining
+// pending_output() whenever something was submitted.
+template <class Session>
+class Connection {
+ public:
+  Connection(const server::Io& io, const asio::any_io_executor& ex)
+      : io_(io), wake_(ex), read_wd_(ex), write_wd_(ex) {}
+
+  void wake() { wake_.notify(); }
+
+ protected:
+  // `receive` feeds the session; false: stop reading (the session failed or wants no more).
+  template <class Receive>
+  asio::awaitable<void> read_loop(Session& session, Receive receive, Duration idle) {
+    std::vector<char> buf(kReadBuffer);
+    for (;;) {
+      if (session.open_streams() == 0) {
+        io_.arm(read_wd_, idle);
+      } else {
+        read_wd_.disarm();
+      }
+      auto [ec, n] = co_await io_.read_some(asio::buffer(buf));
+      if (ec || n == 0) break;
+      bool more = receive(std::span<const char>(buf.data(), n));
+      wake();
+      if (!more) break;
+    }
+    reader_done_ = true;
+    wake();
+  }
+
+  asio::awaitable<void> write_loop(Session& session, Duration write_timeout) {
+    std::string out;
+    for (;;) {
+      out.clear();
+      session.pending_output(out);
+      if (!out.empty()) {
+        io_.arm(write_wd_, write_timeout);
+        auto [ec, n] = co_await io_.write(asio::buffer(out));
+        write_wd_.disarm();
+        if (ec) break;
+        continue;
+      }
+      if (reader_done_ || (!session.want_read() && !session.want_write())) break;
+      co_await wake_.wait();
+    }
+    writer_done_ = true;
+    if (!reader_done_) {  // stop the reader too: the connection is over
+      error_code ignored;
+      io_.sock->cancel(ignored);
+    }
+  }
+
+  server::Io io_;
+  Signal wake_;
+  Watchdog read_wd_;
+  Watchdog write_wd_;
+  bool reader_done_ = false;
+  bool writer_done_ = false;
+};
+
+// ================================ downstream ================================
+
+class Downstream final : public Connection<h2::ServerSession>,
+                         public h2::ServerEvents,
+                         public server::Session,
+                         public std::enable_shared_from_this<Downstream> {
+ public:
+  Downstream(server::Worker& worker, const server::Io& io, std::string listener,
+             DownstreamInfo info, const h2::Limits& limits, const config::Limits& cfg)
+      : Connection(io, worker.io().get_executor()),
+        worker_(worker),
+        listener_(std::move(listener)),
+        info_(std::move(info)),
+        limits_(cfg),
+        session_(limits, *this) {
+    worker_.add_session(this);
+  }
+  ~Downstream() override { worker_.remove_session(this); }
+
+  void on_drain() override {
+    session_.shutdown();
+    wake();
+  }
+
+  asio::awaitable<void> run(std::string_view initial) {
+    auto self = shared_from_this();
+    bool ok = initial.empty() || receive(std::span<const char>(initial.data(), initial.size()));
+    if (ok) {
+      co_await (read_loop(
+                    session_, [this](std::span<const char> b) { return receive(b); },
+                    limits_.idle_timeout) &&
+                write_loop(session_, limits_.idle_timeout));
+    } else {
+      co_await write_loop(session_, limits_.idle_timeout);  // the GOAWAY
+    }
+    // The connection is over: every stream still open ends now (their lanes fail).
+    session_.terminate(h2::ErrorCode::NoError);
+    for (auto& [id, s] : streams_) fail_stream(*s);
+    streams_.clear();
+  }
+
+ private:
+  struct Stream {
+    explicit Stream(const asio::any_io_executor& ex) : ready(ex) {}
+    h2::StreamId id = 0;
+    std::shared_ptr<Lane> lane;
+    std::string method;
+    bool chunked = false;       // the request body goes into the lane chunked
+    bool request_done = false;  // the client finished its side
+    bool response_done = false;
+    bool closed = false;
+    uint64_t unconsumed = 0;  // body bytes in the lane not yet read by the session
+    Signal ready;             // send buffer has room again / the stream closed
+  };
+
+  bool receive(std::span<const char> bytes) {
+    auto st = session_.receive(bytes);
+    if (!st.ok()) {
+      if (st.failure != h2::Failure::Protocol || st.reason != "peer closed"sv) {
+        log::warn("HTTP/2 connection from {} closed: {} ({})", info_.client_ip, st.reason,
+                  session_.last_error());
+      }
+      return false;
+    }
+    return session_.want_read() || session_.want_write();
+  }
+
+  void fail_stream(Stream& s) {
+    if (s.lane) {
+      s.lane->in.fail(true);
+      s.lane->out.close_reader();
+    }
+    s.closed = true;
+    s.ready.notify();
+  }
+
+  void on_request(h2::StreamId id, const h2::Request& req, h2::Body body) override {
+    auto s = std::make_shared<Stream>(worker_.io().get_executor());
+    s->id = id;
+    s->method = std::string(req.method);
+    s->lane = std::make_shared<Lane>(worker_.io().get_executor());
+    std::string head;
+    head.reserve(256);
+    head += req.method;
+    head += ' ';
+    head += req.path;
+    head += " HTTP/1.1\r\nhost: "sv;
+    head += req.authority;
+    head += "\r\n"sv;
+    bool has_length = false;
+    for (const auto& h : req.headers) {
+      if (h.name == "host"sv) continue;  // carried as :authority (h2.cpp checked they agree)
+      if (h.name == "content-length"sv) has_length = true;
+      head += h.name;
+      head += ": "sv;
+      head += h.value;
+      head += "\r\n"sv;
+    }
+    if (body == h2::Body::Follows && !has_length) {
+      head += "transfer-encoding: chunked\r\n"sv;
+      s->chunked = true;
+    }
+    head += "\r\n"sv;
+    s->request_done = body == h2::Body::None;
+    s->lane->in.push(head);
+    // Flow control: body bytes are consumed as the session reads them from the lane.
+    std::weak_ptr<Stream> weak = s;
+    std::weak_ptr<Downstream> weak_self = weak_from_this();
+    s->lane->in.on_consumed = [weak_self, weak](size_t n) {
+      auto self = weak_self.lock();
+      auto st = weak.lock();
+      if (!self || !st || st->closed || st->unconsumed == 0) return;
+      size_t k = static_cast<size_t>(std::min<uint64_t>(n, st->unconsumed));
+      st->unconsumed -= k;
+      self->session_.consume(st->id, k);
+      self->wake();
+    };
+    streams_[id] = s;
+    DownstreamInfo info = info_;
+    asio::co_spawn(worker_.io(), serve_http_lane(worker_, s->lane, listener_, std::move(info)),
+                   asio::detached);
+    asio::co_spawn(worker_.io(), relay_response(shared_from_this(), s), asio::detached);
+  }
+
+  void on_data(h2::StreamId id, std::string_view data) override {
+    auto it = streams_.find(id);
+    if (it == streams_.end()) return;
+    Stream& s = *it->second;
+    if (data.empty()) return;
+    if (s.lane->in.reader_closed()) {  // the session is done with the request
+      session_.consume(id, data.size());
+      return;
+    }
+    s.unconsumed += data.size();
+    if (s.chunked) {
+      std::string chunk;
+      chunk.reserve(data.size() + 16);
+      append_chunk(chunk, data);
+      s.lane->in.push(chunk);
+    } else {
+      s.lane->in.push(data);
+    }
+  }
+
+  void on_trailers(h2::StreamId id, std::span<const http::Header> fields) override {
+    auto it = streams_.find(id);
+    if (it == streams_.end()) return;
+    Stream& s = *it->second;
+    if (!s.chunked) return;  // a body with content-length: no place for trailers in HTTP/1
+    std::string last;
+    append_last_chunk(last, fields);
+    s.lane->in.push(last);
+    s.chunked = false;  // the last chunk is out
+  }
+
+  void on_end_stream(h2::StreamId id) override {
+    auto it = streams_.find(id);
+    if (it == streams_.end()) return;
+    Stream& s = *it->second;
+    if (s.chunked) s.lane->in.push("0\r\n\r\n"sv);
+    s.chunked = false;
+    s.request_done = true;
+  }
+
+  void on_send_ready(h2::StreamId id) override {
+    auto it = streams_.find(id);
+    if (it != streams_.end()) it->second->ready.notify();
+  }
+
+  void on_stream_close(h2::StreamId id, h2::StreamEnd /*how*/, h2::ErrorCode /*code*/) override {
+    auto it = streams_.find(id);
+    if (it == streams_.end()) return;
+    auto s = it->second;
+    streams_.erase(it);
+    if (!s->response_done || !s->request_done) {
+      fail_stream(*s);  // the client reset it, or the connection ended: stop the exchange
+    } else {
+      s->closed = true;
+      s->ready.notify();
+    }
+    if (session_.open_streams() <= 1) io_.arm(read_wd_, limits_.idle_timeout);
+  }
+
+  // Waits until `s` can take more body (or closed).
+  asio::awaitable<void> wait_ready(Stream& s) { co_await s.ready.wait(); }
+
+  // Submits body bytes, waiting while the stream's buffer is full. False: the stream is gone.
+  asio::awaitable<bool> send(Stream& s, std::string_view data, bool end) {
+    for (;;) {
+      if (s.closed) co_return false;
+      auto r = session_.submit_data(s.id, data, end ? h2::EndStream::Yes : h2::EndStream::No);
+      wake();
+      if (r == h2::Send::Ready) co_return true;
+      if (r == h2::Send::Closed) co_return false;
+      co_await wait_ready(s);  // Full (queued, wait before more) or Blocked (retry)
+      if (r == h2::Send::Full) co_return !s.closed;
+    }
+  }
+
+  // Reads the session's HTTP/1 answer from the lane and sends it as the stream's response.
+  static asio::awaitable<void> relay_response(std::shared_ptr<Downstream> self,
+                                              std::shared_ptr<Stream> sp) {
+    Downstream& d = *self;
+    Stream& s = *sp;
+    Lane& lane = *s.lane;
+    std::string buf;
+    http::ResponseParser parser;
+    http::ResponseHead head;
+    size_t head_len = 0;
+    for (;;) {  // the head (1xx interim answers are dropped: HTTP/2 clients do without)
+      if (!buf.empty()) {
+        head.headers.clear();
+        auto r = parser.parse(buf, head, s.method);
+        if (r.status == http::ParseStatus::Error) {
+          log::error("HTTP/2 stream {}: the exchange produced an invalid head: {}", s.id, r.error);
+          d.session_.reset_stream(s.id, h2::ErrorCode::InternalError);
+          d.wake();
+          co_return;
+        }
+        if (r.status == http::ParseStatus::Done) {
+          if (head.status >= 100 && head.status < 200) {
+            buf.erase(0, r.consumed);
+            parser.reset();
+            continue;
+          }
+          head_len = r.consumed;
+          break;
+        }
+      }
+      if (error_code ec = co_await lane.out.take(buf)) {
+        if (!s.closed) {  // no answer: refused while draining (the client may retry), else a bug
+          d.session_.reset_stream(s.id, d.worker_.draining() ? h2::ErrorCode::RefusedStream
+                                                             : h2::ErrorCode::InternalError);
+          d.wake();
+        }
+        co_return;
+      }
+    }
+    if (s.closed) co_return;
+    const bool has_body = head.body_kind != http::BodyKind::None;
+    std::vector<http::Header> fields;
+    fields.reserve(head.headers.size());
+    for (const auto& h : head.headers) {
+      if (http::iequals(h.name, "transfer-encoding"sv) || http::iequals(h.name, "connection"sv) ||
+          http::iequals(h.name, "keep-alive"sv)) {
+        continue;
+      }
+      fields.push_back(h);
+    }
+    auto sub = d.session_.submit_response(s.id, head.status, fields,
+                                          has_body ? h2::Body::Follows : h2::Body::None);
+    d.wake();
+    if (sub != h2::Submit::Ok) co_return;
+    const http::BodyKind kind = head.body_kind;
+    uint64_t remaining = head.content_length;
+    buf.erase(0, head_len);
+    bool ok = true;
+    if (kind == http::BodyKind::Length || kind == http::BodyKind::UntilClose) {
+      for (;;) {
+        if (kind == http::BodyKind::Length && remaining == 0) {
+          ok = co_await d.send(s, {}, true);
+          break;
+        }
+        if (buf.empty()) {
+          error_code ec = co_await lane.out.take(buf);
+          if (ec == asio::error::eof && kind == http::BodyKind::UntilClose) {
+            ok = co_await d.send(s, {}, true);
+            break;
+          }
+          if (ec) {
+            ok = false;
+            break;
+          }
+        }
+        size_t n = buf.size();
+        if (kind == http::BodyKind::Length)
+          n = static_cast<size_t>(std::min<uint64_t>(n, remaining));
+        n = std::min(n, kMaxPiece);
+        remaining -= std::min<uint64_t>(remaining, n);
+        const bool end = kind == http::BodyKind::Length && remaining == 0;
+        ok = co_await d.send(s, std::string_view(buf).substr(0, n), end);
+        buf.erase(0, n);
+        if (!ok || end) break;
+      }
+    } else if (kind == http::BodyKind::Chunked) {
+      http::ChunkedDecoder decoder;
+      decoder.keep_trailers(true);
+      std::vector<std::string_view> pieces;
+      for (;;) {
+        if (!buf.empty()) {
+          pieces.clear();
+          auto r = decoder.feed(buf, pieces);
+          if (r.error) {
+            ok = false;
+            break;
+          }
+          for (auto p : pieces) {
+            if (p.empty()) continue;
+            if (!(ok = co_await d.send(s, p, false))) break;
+          }
+          buf.erase(0, r.consumed);
+          if (!ok) break;
+          if (decoder.done()) {
+            std::string lines = http::permitted_trailers(decoder.trailers());
+            if (lines.empty()) {
+              ok = co_await d.send(s, {}, true);
+            } else {
+              auto trailers = parse_trailer_lines(lines);
+              ok = !s.closed && d.session_.submit_trailers(s.id, trailers) == h2::Submit::Ok;
+              d.wake();
+            }
+            break;
+          }
+        }
+        if (error_code ec = co_await lane.out.take(buf)) {
+          ok = false;
+          break;
+        }
+      }
+    }
+    if (!ok) {
+      if (!s.closed) {
+        d.session_.reset_stream(s.id, h2::ErrorCode::InternalError);
+        d.wake();
+      }
+      lane.out.close_reader();
+      co_return;
+    }
+    s.response_done = true;
+    // One exchange per lane: the session reads EOF next and ends.
+    lane.in.finish();
+    if (!s.request_done && !s.closed) {
+      // Answered before the client finished its body (e.g. 413): tell it to stop (RFC 9113 8.1).
+      d.session_.reset_stream(s.id, h2::ErrorCode::NoError);
+      d.wake();
+    }
+  }
+
+  server::Worker& worker_;
+  std::string listener_;
+  DownstreamInfo info_;
+  config::Limits limits_;
+  h2::ServerSession session_;
+  std::unordered_map<h2::StreamId, std::shared_ptr<Stream>> streams_;
+};
+
+// ================================ upstream ================================
+
+class Upstream;
+thread_local std::unordered_map<std::string, std::vector<std::shared_ptr<Upstream>>> t_upstreams;
+
+class Upstream final : public Connection<h2::ClientSession>,
+                       public h2::ClientEvents,
+                       public std::enable_shared_from_this<Upstream> {
+ public:
+  Upstream(server::Worker& worker, std::unique_ptr<server::UpstreamConnection> conn,
+           std::string key, std::string authority, bool https, Duration idle)
+      : Connection(conn->io(), worker.io().get_executor()),
+        worker_(worker),
+        conn_(std::move(conn)),
+        key_(std::move(key)),
+        authority_(std::move(authority)),
+        https_(https),
+        idle_(idle),
+        session_(h2::Limits{}, *this) {}
+
+  bool usable() const {
+    return !reader_done_ && !writer_done_ && session_.accepting_streams() &&
+           session_.open_streams() + opening_ <
+               std::max<uint32_t>(1, session_.peer_max_concurrent_streams());
+  }
+
+  void close_if_idle() {
+    if (session_.open_streams() == 0 && opening_ == 0) {
+      session_.terminate(h2::ErrorCode::NoError);
+      wake();
+    }
+  }
+
+  asio::awaitable<void> run() {
+    auto self = shared_from_this();
+    co_await (read_loop(
+                  session_,
+                  [this](std::span<const char> b) {
+                    auto st = session_.receive(b);
+                    if (!st.ok()) {
+                      log::warn("upstream HTTP/2 connection {} failed: {} ({})", key_, st.reason,
+                                session_.last_error());
+                      return false;
+                    }
+                    return session_.want_read() || session_.want_write();
+                  },
+                  idle_) &&
+              write_loop(session_, idle_));
+    session_.terminate(h2::ErrorCode::NoError);
+    for (auto& [id, s] : streams_) fail(*s);
+    streams_.clear();
+    auto& list = t_upstreams[key_];
+    std::erase_if(list, [this](const std::shared_ptr<Upstream>& u) { return u.get() == this; });
+    if (list.empty()) t_upstreams.erase(key_);
+  }
+
+  // A new stream for the HTTP/1 request forward() writes into `lane`.
+  void start_stream(std::shared_ptr<Lane> lane) {
+    ++opening_;
+    read_wd_.disarm();  // busy: no idle deadline
+    asio::co_spawn(worker_.io(), relay_request(shared_from_this(), std::move(lane)),
+                   asio::detached);
+  }
+
+ private:
+  struct Stream {
+    explicit Stream(const asio::any_io_executor& ex) : ready(ex) {}
+    h2::StreamId id = 0;
+    std::shared_ptr<Lane> lane;
+    bool chunked = false;        // the response goes into the lane chunked
+    bool trailers_sent = false;  // the last chunk is out
+    bool done = false;           // the response ended
+    bool closed = false;
+    uint64_t unconsumed = 0;
+    Signal ready;
+  };
+
+  void fail(Stream& s) {
+    s.lane->in.fail(false);  // bytes already delivered stay readable; then a reset
+    s.lane->out.close_reader();
+    s.closed = true;
+    s.ready.notify();
+  }
+
+  void on_response(h2::StreamId id, const h2::Response& resp, h2::Body body) override {
+    auto it = streams_.find(id);
+    if (it == streams_.end()) return;
+    Stream& s = *it->second;
+    std::string head;
+    head.reserve(256);
+    head += "HTTP/1.1 "sv;
+    head += std::to_string(resp.status);
+    head += " \r\n"sv;
+    bool has_length = false;
+    for (const auto& h : resp.headers) {
+      if (h.name == "content-length"sv) has_length = true;
+      head += h.name;
+      head += ": "sv;
+      head += h.value;
+      head += "\r\n"sv;
+    }
+    if (body == h2::Body::None) {
+      if (!has_length && resp.status != 204 && resp.status != 304)
+        head += "content-length: 0\r\n"sv;
+    } else if (!has_length) {
+      head += "transfer-encoding: chunked\r\n"sv;
+      s.chunked = true;
+    }
+    head += "\r\n"sv;
+    s.lane->in.push(head);
+  }
+
+  void on_data(h2::StreamId id, std::string_view data) override {
+    auto it = streams_.find(id);
+    if (it == streams_.end() || data.empty()) return;
+    Stream& s = *it->second;
+    if (s.lane->in.reader_closed()) {  // nobody reads the answer any more
+      session_.reset_stream(id, h2::ErrorCode::Cancel);
+      return;
+    }
+    s.unconsumed += data.size();
+    if (s.chunked) {
+      std::string chunk;
+      chunk.reserve(data.size() + 16);
+      append_chunk(chunk, data);
+      s.lane->in.push(chunk);
+    } else {
+      s.lane->in.push(data);
+    }
+  }
+
+  void on_trailers(h2::StreamId id, std::span<const http::Header> fields) override {
+    auto it = streams_.find(id);
+    if (it == streams_.end()) return;
+    Stream& s = *it->second;
+    if (!s.chunked) return;
+    std::string last;
+    append_last_chunk(last, fields);
+    s.lane->in.push(last);
+    s.trailers_sent = true;
+  }
+
+  void on_end_stream(h2::StreamId id) override {
+    auto it = streams_.find(id);
+    if (it == streams_.end()) return;
+    Stream& s = *it->second;
+    if (s.chunked && !s.trailers_sent) s.lane->in.push("0\r\n\r\n"sv);
+    s.trailers_sent = true;
+    s.done = true;
+  }
+
+  void on_send_ready(h2::StreamId id) override {
+    auto it = streams_.find(id);
+    if (it != streams_.end()) it->second->ready.notify();
+  }
+
+  void on_stream_close(h2::StreamId id, h2::StreamEnd /*how*/, h2::ErrorCode /*code*/) override {
+    auto it = streams_.find(id);
+    if (it == streams_.end()) return;
+    auto s = it->second;
+    streams_.erase(it);
+    if (!s->done) {
+      fail(*s);
+    } else {
+      s->closed = true;
+      s->ready.notify();
+    }
+    if (session_.open_streams() <= 1 && opening_ == 0) io_.arm(read_wd_, idle_);
+  }
+
+  asio::awaitable<bool> send(Stream& s, std::string_view data, bool end) {
+    for (;;) {
+      if (s.closed) co_return false;
+      auto r = session_.submit_data(s.id, data, end ? h2::EndStream::Yes : h2::EndStream::No);
+      wake();
+      if (r == h2::Send::Ready) co_return true;
+      if (r == h2::Send::Closed) co_return false;
+      co_await s.ready.wait();
+      if (r == h2::Send::Full) co_return !s.closed;
+    }
+  }
+
+  // Reads the HTTP/1 request forward() writes into the lane and sends it as a stream.
+  static asio::awaitable<void> relay_request(std::shared_ptr<Upstream> self,
+                                             std::shared_ptr<Lane> lane) {
+    Upstream& u = *self;
+    std::string buf;
+    http::ParserLimits pl;
+    pl.max_request_line = 1 << 20;
+    pl.max_header_bytes = 1 << 20;
+    pl.max_headers = 10000;
+    http::RequestParser parser(pl);
+    http::RequestHead head;
+    size_t head_len = 0;
+    for (;;) {
+      if (!buf.empty()) {
+        auto r = parser.parse(buf, head);
+        if (r.status == http::ParseStatus::Error) {
+          log::error("upstream HTTP/2: cannot read the request to send: {}", r.error);
+          --u.opening_;
+          lane->in.fail(true);
+          co_return;
+        }
+        if (r.status == http::ParseStatus::Done) {
+          head_len = r.consumed;
+          break;
+        }
+      }
+      if (error_code ec = co_await lane->out.take(buf)) {
+        --u.opening_;
+        lane->in.fail(true);
+        co_return;
+      }
+    }
+    std::vector<http::Header> fields(head.headers.begin(), head.headers.end());
+    fields.push_back({"te"sv, "trailers"sv});  // (gRPC servers insist on it)
+    h2::Request req;
+    req.method = head.method;
+    req.scheme = u.https_ ? "https"sv : "http"sv;
+    req.authority = head.host.empty() ? std::string_view(u.authority_) : head.host;
+    req.path = head.target;
+    req.headers = fields;
+    const bool has_body = head.body_kind != http::BodyKind::None &&
+                          !(head.body_kind == http::BodyKind::Length && head.content_length == 0);
+    auto opened = u.session_.submit_request(req, has_body ? h2::Body::Follows : h2::Body::None);
+    --u.opening_;
+    u.wake();
+    if (opened.result != h2::Submit::Ok) {
+      lane->in.fail(true);
+      co_return;
+    }
+    auto sp = std::make_shared<Stream>(u.worker_.io().get_executor());
+    Stream& s = *sp;
+    s.id = opened.stream;
+    s.lane = lane;
+    u.streams_[s.id] = sp;
+    std::weak_ptr<Stream> weak = sp;
+    std::weak_ptr<Upstream> weak_up = self;
+    lane->in.on_consumed = [weak_up, weak](size_t n) {
+      auto up = weak_up.lock();
+      auto st = weak.lock();
+      if (!up || !st || st->closed || st->unconsumed == 0) return;
+      size_t k = static_cast<size_t>(std::min<uint64_t>(n, st->unconsumed));
+      st->unconsumed -= k;
+      up->session_.consume(st->id, k);
+      up->wake();
+    };
+    if (!has_body) co_return;
+    const http::BodyKind kind = head.body_kind;
+    uint64_t remaining = head.content_length;
+    buf.erase(0, head_len);
+    bool ok = true;
+    if (kind == http::BodyKind::Length) {
+      while (ok && remaining > 0) {
+        if (buf.empty()) {
+          if (co_await lane->out.take(buf)) {
+            ok = false;
+            break;
+          }
+        }
+        size_t n = static_cast<size_t>(std::min<uint64_t>({buf.size(), remaining, kMaxPiece}));
+        remaining -= n;
+        ok = co_await u.send(s, std::string_view(buf).substr(0, n), remaining == 0);
+        buf.erase(0, n);
+      }
+    } else {
+      http::ChunkedDecoder decoder;
+      decoder.keep_trailers(true);
+      std::vector<std::string_view> pieces;
+      for (;;) {
+        if (!buf.empty()) {
+          pieces.clear();
+          auto r = decoder.feed(buf, pieces);
+          if (r.error) {
+            ok = false;
+            break;
+          }
+          for (auto p : pieces) {
+            if (p.empty()) continue;
+            if (!(ok = co_await u.send(s, p, false))) break;
+          }
+          buf.erase(0, r.consumed);
+          if (!ok) break;
+          if (decoder.done()) {
+            std::string lines = http::permitted_trailers(decoder.trailers());
+            if (lines.empty()) {
+              ok = co_await u.send(s, {}, true);
+            } else {
+              auto trailers = parse_trailer_lines(lines);
+              ok = !s.closed && u.session_.submit_trailers(s.id, trailers) == h2::Submit::Ok;
+              u.wake();
+            }
+            break;
+          }
+        }
+        if (co_await lane->out.take(buf)) {
+          ok = false;
+          break;
+        }
+      }
+    }
+    if (!ok && !s.closed) {
+      u.session_.reset_stream(s.id, h2::ErrorCode::Cancel);
+      u.wake();
+    }
+  }
+
+  server::Worker& worker_;
+  std::unique_ptr<server::UpstreamConnection> conn_;
+  std::string key_;
+  std::string authority_;
+  bool https_;
+  Duration idle_;
+  h2::ClientSession session_;
+  std::unordered_map<h2::StreamId, std::shared_ptr<Stream>> streams_;
+  int opening_ = 0;  // streams started whose request head is not submitted yet
+};
+
+}  // namespace
+
+asio::awaitable<void> serve_h2(server::Worker& worker, const server::Io& io,
+                               std::string_view initial, std::string listener_name,
+                               DownstreamInfo info) {
+  const config::Limits* cfg = &worker.snapshot()->config.limits;
+  for (const auto& l : worker.snapshot()->config.listeners) {
+    if (l.name == listener_name) cfg = &l.limits;
+  }
+  h2::Limits limits;
+  limits.max_header_list_size = static_cast<uint32_t>(
+      std::min<size_t>(cfg->max_header_bytes + cfg->max_headers * 32, 1 << 24));
+  auto conn = std::make_shared<Downstream>(worker, io, std::move(listener_name), std::move(info),
+                                           limits, *cfg);
+  std::string copy(initial);  // `initial` points into the caller's buffer
+  co_await conn->run(copy);
+}
+
+asio::awaitable<Error> open_h2_stream(server::Worker& worker, server::UpstreamConnection& conn,
+                                      const server::CompiledUpstream& up,
+                                      const server::CompiledTarget& target, const std::string& ip,
+                                      const std::string& key, server::Watchdog& wd,
+                                      Duration connect_timeout) {
+  std::shared_ptr<Upstream> u;
+  if (auto it = t_upstreams.find(key); it != t_upstreams.end()) {
+    for (auto& c : it->second) {
+      if (c->usable()) {
+        u = c;
+        break;
+      }
+    }
+  }
+  if (!u) {
+    auto c = std::make_unique<server::UpstreamConnection>(worker.io());
+    c->key = key;
+    Error e = co_await connect_target(c->socket, ip, target.port, connect_timeout, wd);
+    if (!e && up.tls) {
+      e = co_await upstream_handshake(*c, up, target, key, wd, connect_timeout);
+      if (!e && tls::alpn_protocol(c->tls->native_handle()) != "h2"sv) {
+        log::warn("upstream {} target {}: TLS handshake did not agree on h2 (ALPN)",
+                  up.config->name, target.address);
+        e = Error{Source::Upstream, ErrorKind::TlsFailed};
+      }
+    }
+    if (e) co_return e;
+    // Another request may have opened one meanwhile; two are fine (both are used).
+    std::string authority = target.host;
+    if (target.port != (up.tls ? 443 : 80)) authority += fmt::format(":{}", target.port);
+    u = std::make_shared<Upstream>(worker, std::move(c), key, std::move(authority),
+                                   up.tls != nullptr, up.config->timeouts.idle);
+    t_upstreams[key].push_back(u);
+    asio::co_spawn(worker.io(), u->run(), asio::detached);
+  }
+  conn.lane = std::make_shared<Lane>(worker.io().get_executor());
+  conn.key = key;
+  u->start_stream(conn.lane);
+  co_return Error{};
+}
+
+void close_h2_upstreams() {
+  for (auto& [key, list] : t_upstreams) {
+    for (auto& u : list) u->close_if_idle();
+  }
+}
+
+}  // namespace sluice::proxy
