@@ -407,7 +407,11 @@ class Downstream final : public Connection<h2::ServerSession>,
       }
     }
     if (s.closed) co_return;
-    const bool has_body = head.body_kind != http::BodyKind::None;
+    // An empty body ends the stream with the head: a gRPC error is a "Trailers-Only" HEADERS
+    // frame with END_STREAM, and a client expects it so.
+    const bool has_body =
+        head.body_kind != http::BodyKind::None &&
+        !(head.body_kind == http::BodyKind::Length && head.content_length == 0);
     std::vector<http::Header> fields;
     fields.reserve(head.headers.size());
     for (const auto& h : head.headers) {
@@ -421,7 +425,7 @@ class Downstream final : public Connection<h2::ServerSession>,
                                           has_body ? h2::Body::Follows : h2::Body::None);
     d.wake();
     if (sub != h2::Submit::Ok) co_return;
-    const http::BodyKind kind = head.body_kind;
+    const http::BodyKind kind = has_body ? head.body_kind : http::BodyKind::None;
     uint64_t remaining = head.content_length;
     buf.erase(0, head_len);
     bool ok = true;
