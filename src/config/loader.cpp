@@ -1765,6 +1765,13 @@ class Loader {
                                           ": 'protocol: h2c' is cleartext HTTP/2; with 'tls' "
                                           "use 'http2'");
         }
+        if (upstream.protocol != "http1" && upstream.health_check.enabled &&
+            upstream.health_check.type == HealthCheck::Type::Http) {
+          error(upstream.health_check.mark,
+                "upstream " + quote(upstream.name) + ": active health checks of type http speak "
+                "HTTP/1.1, which an HTTP/2 target need not understand; use 'type: tcp' (passive "
+                "outlier detection still watches every HTTP/2 answer)");
+        }
       }
     } else if (!e.value.node.IsSequence()) {
       type_error(e.value, "a list of addresses or a map with 'targets'");

@@ -1,4 +1,5 @@
 #include "proxy/upstream_call.h"
+#include "proxy/h2_proxy.h"
 
 #include <algorithm>
 #include <atomic>
@@ -284,13 +285,19 @@ asio::awaitable<CallResult> call_upstream(server::Worker& worker, const server::
     }
     const std::string& ip = target->dynamic ? dynamic_ip : target->ip;
     const std::string& key = target->dynamic ? dynamic_key : target->key;
-    conn = worker.pool().acquire(key, uc.timeouts.idle, method_retryable);
+    const bool h2_upstream = uc.protocol != "http1";
+    conn = h2_upstream ? nullptr : worker.pool().acquire(key, uc.timeouts.idle, method_retryable);
     const bool reused = conn != nullptr;
     if (!conn) {
       conn = std::make_unique<UpstreamConnection>(worker.io());
       conn->key = key;
-      last = co_await connect_target(conn->socket, ip, target->port, uc.timeouts.connect, wd);
-      if (!last && up.tls) {
+      if (h2_upstream) {  // a stream of a shared HTTP/2 connection (h2_proxy.cpp)
+        last = co_await open_h2_stream(worker, *conn, up, *target, ip, key, wd,
+                                       uc.timeouts.connect);
+      } else {
+        last = co_await connect_target(conn->socket, ip, target->port, uc.timeouts.connect, wd);
+      }
+      if (!last && up.tls && !h2_upstream) {
         last = co_await upstream_handshake(*conn, up, *target, key, wd, uc.timeouts.connect);
       }
       if (last) {
@@ -330,8 +337,8 @@ asio::awaitable<CallResult> call_upstream(server::Worker& worker, const server::
     request_head += "\r\ncontent-length: "sv;
     request_head += std::to_string(req.body.size());
     request_head += "\r\n\r\n"sv;
-    server::Io uio{&conn->socket, conn->tls.get()};
-    wd.arm(request_timeout, &conn->socket);
+    server::Io uio = conn->io();
+    uio.arm(wd, request_timeout);
     std::array<asio::const_buffer, 2> bufs{asio::buffer(request_head), asio::buffer(req.body)};
     auto [wec, written] = co_await uio.write(bufs);
     if (wec) {
@@ -442,7 +449,7 @@ asio::awaitable<CallResult> call_upstream(server::Worker& worker, const server::
 
   // The body, kept up to max_response_body; a longer one is cut and its connection closed.
   rbegin += head_len;
-  server::Io uio{&conn->socket, conn->tls.get()};
+  server::Io uio = conn->io();
   http::ChunkedDecoder chunked;
   std::vector<std::string_view> pieces;
   uint64_t remaining = head.content_length;
