@@ -220,6 +220,7 @@ class Downstream final : public Connection<h2::ServerSession>,
     bool response_done = false;
     bool closed = false;
     uint64_t unconsumed = 0;  // body bytes in the lane not yet read by the session
+    uint64_t discarded = 0;   // body bytes dropped after the session stopped reading
     Signal ready;             // send buffer has room again / the stream closed
   };
 
@@ -297,8 +298,10 @@ class Downstream final : public Connection<h2::ServerSession>,
     if (it == streams_.end()) return;
     Stream& s = *it->second;
     if (data.empty()) return;
-    if (s.lane->in.reader_closed()) {  // the session is done with the request
+    if (s.lane->in.reader_closed() || s.response_done) {  // nobody reads the request any more
       session_.consume(id, data.size());
+      s.discarded += data.size();
+      if (s.discarded > limits_.max_body) session_.reset_stream(id, h2::ErrorCode::NoError);
       return;
     }
     s.unconsumed += data.size();
@@ -503,11 +506,9 @@ class Downstream final : public Connection<h2::ServerSession>,
     s.response_done = true;
     // One exchange per lane: the session reads EOF next and ends.
     lane.in.finish();
-    if (!s.request_done && !s.closed) {
-      // Answered before the client finished its body (e.g. 413): tell it to stop (RFC 9113 8.1).
-      d.session_.reset_stream(s.id, h2::ErrorCode::NoError);
-      d.wake();
-    }
+    // Answered before the client finished its body (e.g. 413): the rest is read and dropped
+    // (on_data), up to max_body more, then the stream is reset with NO_ERROR (RFC 9113 8.1). Not
+    // at once: a RST_STREAM would overtake the answer's DATA still queued in nghttp2.
   }
 
   server::Worker& worker_;
