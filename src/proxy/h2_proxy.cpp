@@ -207,9 +207,14 @@ class Downstream final : public Connection<h2::ServerSession>,
     session_.terminate(h2::ErrorCode::NoError);
     for (auto& [id, s] : streams_) fail_stream(*s);
     streams_.clear();
+    ended_ = true;
+    for (auto& lane : idle_lanes_) lane->in.finish();
+    idle_lanes_.clear();
   }
 
  private:
+  static constexpr size_t kIdleLanes = 32;  // sessions kept for the next streams
+
   struct Stream {
     explicit Stream(const asio::any_io_executor& ex) : ready(ex) {}
     h2::StreamId id = 0;
@@ -249,7 +254,15 @@ class Downstream final : public Connection<h2::ServerSession>,
     auto s = std::make_shared<Stream>(worker_.io().get_executor());
     s->id = id;
     s->method = std::string(req.method);
-    s->lane = std::make_shared<Lane>(worker_.io().get_executor());
+    // A lane whose session finished a clean exchange waits for the next request (keep-alive);
+    // one that its session closed (idle timeout, drain) is dropped.
+    while (!idle_lanes_.empty() && !s->lane) {
+      auto lane = std::move(idle_lanes_.back());
+      idle_lanes_.pop_back();
+      if (!lane->out.finished() && !lane->in.reader_closed()) s->lane = std::move(lane);
+    }
+    const bool fresh = !s->lane;
+    if (fresh) s->lane = std::make_shared<Lane>(worker_.io().get_executor());
     std::string head;
     head.reserve(256);
     head += req.method;
@@ -287,9 +300,11 @@ class Downstream final : public Connection<h2::ServerSession>,
       self->wake();
     };
     streams_[id] = s;
-    DownstreamInfo info = info_;
-    asio::co_spawn(worker_.io(), serve_http_lane(worker_, s->lane, listener_, std::move(info)),
-                   asio::detached);
+    if (fresh) {
+      DownstreamInfo info = info_;
+      asio::co_spawn(worker_.io(), serve_http_lane(worker_, s->lane, listener_, std::move(info)),
+                     asio::detached);
+    }
     asio::co_spawn(worker_.io(), relay_response(shared_from_this(), s), asio::detached);
   }
 
@@ -504,8 +519,16 @@ class Downstream final : public Connection<h2::ServerSession>,
       co_return;
     }
     s.response_done = true;
-    // One exchange per lane: the session reads EOF next and ends.
-    lane.in.finish();
+    // The lane serves the connection's next stream when this exchange ended cleanly: the whole
+    // request went in and was read, the answer kept the connection (no "connection: close").
+    if (s.request_done && !s.closed && head.keep_alive && lane.in.unread() == 0 &&
+        !lane.out.finished() && !lane.in.reader_closed() && d.idle_lanes_.size() < kIdleLanes &&
+        !d.ended_) {
+      lane.in.on_consumed = nullptr;
+      d.idle_lanes_.push_back(s.lane);
+    } else {
+      lane.in.finish();  // the session reads EOF next and ends
+    }
     // Answered before the client finished its body (e.g. 413): the rest is read and dropped
     // (on_data), up to max_body more, then the stream is reset with NO_ERROR (RFC 9113 8.1). Not
     // at once: a RST_STREAM would overtake the answer's DATA still queued in nghttp2.
@@ -517,6 +540,8 @@ class Downstream final : public Connection<h2::ServerSession>,
   config::Limits limits_;
   h2::ServerSession session_;
   std::unordered_map<h2::StreamId, std::shared_ptr<Stream>> streams_;
+  std::vector<std::shared_ptr<Lane>> idle_lanes_;
+  bool ended_ = false;
 };
 
 // ================================ upstream ================================
