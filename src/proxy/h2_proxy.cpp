@@ -427,9 +427,8 @@ class Downstream final : public Connection<h2::ServerSession>,
     if (s.closed) co_return;
     // An empty body ends the stream with the head: a gRPC error is a "Trailers-Only" HEADERS
     // frame with END_STREAM, and a client expects it so.
-    const bool has_body =
-        head.body_kind != http::BodyKind::None &&
-        !(head.body_kind == http::BodyKind::Length && head.content_length == 0);
+    const bool has_body = head.body_kind != http::BodyKind::None &&
+                          !(head.body_kind == http::BodyKind::Length && head.content_length == 0);
     std::vector<http::Header> fields;
     fields.reserve(head.headers.size());
     for (const auto& h : head.headers) {

@@ -292,8 +292,8 @@ asio::awaitable<CallResult> call_upstream(server::Worker& worker, const server::
       conn = std::make_unique<UpstreamConnection>(worker.io());
       conn->key = key;
       if (h2_upstream) {  // a stream of a shared HTTP/2 connection (h2_proxy.cpp)
-        last = co_await open_h2_stream(worker, *conn, up, *target, ip, key, wd,
-                                       uc.timeouts.connect);
+        last =
+            co_await open_h2_stream(worker, *conn, up, *target, ip, key, wd, uc.timeouts.connect);
       } else {
         last = co_await connect_target(conn->socket, ip, target->port, uc.timeouts.connect, wd);
       }

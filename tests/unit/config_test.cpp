@@ -257,16 +257,44 @@ TEST(ConfigTest, DocumentedButUnimplementedKeyIsNotSupportedYet) {
   EXPECT_EQ(only_diagnostic("listeners:\n  - { listen: 0.0.0.0:1883, protocol: tcp }\n"),
             "sluice.yaml:2:39: listener protocol 'tcp' is not supported in this version yet");
   EXPECT_EQ(only_diagnostic("listen: 0.0.0.0:80\nupstreams:\n  a: { targets: [1.2.3.4:80], "
-                            "protocol: h2c }\nroutes: [{upstream: a}]\n"),
-            "sluice.yaml:3:41: upstream protocol 'h2c' is not supported in this version yet");
-  EXPECT_EQ(only_diagnostic("listeners:\n  - { listen: 0.0.0.0:443, http2: true }\n"),
-            "sluice.yaml:2:28: 'http2' is not supported in this version yet");
-  EXPECT_EQ(only_diagnostic("listen: 0.0.0.0:80\nupstreams:\n  a: { targets: [1.2.3.4:80], "
                             "proxy_protocol: v2 }\nroutes: [{upstream: a}]\n"),
             "sluice.yaml:3:31: 'proxy_protocol' is not supported in this version yet");
 }
 
-// ---- Protocol translation: mqtt, transform, websocket ---------------------------------------
+// ---- Protocol translation: mqtt, transform, websocket, HTTP/2 --------------------------------
+
+TEST(ConfigTest, Http2ListenersAndUpstreamsLoadAndBadCombinationsAreErrors) {
+  LoadResult ok = load(R"(listeners:
+  - { name: web, listen: 127.0.0.1:8080, http2: true }
+upstreams:
+  grpc: { targets: [127.0.0.1:50051], protocol: h2c, health_check: { type: tcp } }
+  web: { targets: [127.0.0.1:8443], protocol: http2, tls: { verify: false } }
+routes: [{ match: { path: /a }, upstream: grpc }, { upstream: web }]
+)");
+  ASSERT_TRUE(ok.ok()) << ::testing::PrintToString(messages(ok));
+  EXPECT_TRUE(ok.config->listeners[0].http2);
+  EXPECT_EQ(ok.config->upstreams[0].protocol, "h2c");
+  EXPECT_EQ(ok.config->upstreams[1].protocol, "http2");
+
+  EXPECT_EQ(only_diagnostic("listen: 0.0.0.0:80\nupstreams:\n  a: { targets: [1.2.3.4:80], "
+                            "protocol: http2 }\nroutes: [{upstream: a}]\n"),
+            "sluice.yaml:3:41: upstream 'a': 'protocol: http2' is HTTP/2 over TLS and needs a "
+            "'tls' block (use 'h2c' for cleartext HTTP/2)");
+  EXPECT_EQ(only_diagnostic("listen: 0.0.0.0:80\nupstreams:\n  a: { targets: [1.2.3.4:80], "
+                            "protocol: h2c, tls: {} }\nroutes: [{upstream: a}]\n"),
+            "sluice.yaml:3:41: upstream 'a': 'protocol: h2c' is cleartext HTTP/2; with 'tls' use "
+            "'http2'");
+  EXPECT_NE(only_diagnostic("listen: 0.0.0.0:80\nupstreams:\n  a: { targets: [1.2.3.4:80], "
+                            "protocol: h2c, health_check: { path: /h } }\n"
+                            "routes: [{upstream: a}]\n")
+                .find("active health checks of type http speak HTTP/1.1"),
+            std::string::npos);
+  EXPECT_EQ(only_diagnostic("listen: 0.0.0.0:80\nupstreams:\n  a: { targets: [1.2.3.4:80], "
+                            "protocol: h3 }\nroutes: [{upstream: a}]\n"),
+            "sluice.yaml:3:41: unknown upstream protocol 'h3' (did you mean 'h2c'?)");
+  EXPECT_EQ(only_diagnostic("listeners:\n  - { listen: 0.0.0.0:443, http2: maybe }\n"),
+            "sluice.yaml:2:35: 'http2' must be true or false, got 'maybe'");
+}
 
 TEST(ConfigTest, MqttSectionLoadsRoutesAndChecksThem) {
   LoadResult result = load(R"(listeners:
