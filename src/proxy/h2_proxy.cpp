@@ -119,11 +119,11 @@ class Connection {
 
  protected:
   // `receive` feeds the session; false: stop reading (the session failed or wants no more).
-  template <class Receive>
-  asio::awaitable<void> read_loop(Session& session, Receive receive, Duration idle) {
+  template <class Receive, class Idle>
+  asio::awaitable<void> read_loop(Session& session, Receive receive, Idle is_idle, Duration idle) {
     std::vector<char> buf(kReadBuffer);
     for (;;) {
-      if (session.open_streams() == 0) {
+      if (session.open_streams() == 0 && is_idle()) {
         io_.arm(read_wd_, idle);
       } else {
         read_wd_.disarm();
@@ -198,7 +198,7 @@ class Downstream final : public Connection<h2::ServerSession>,
     if (ok) {
       co_await (read_loop(
                     session_, [this](std::span<const char> b) { return receive(b); },
-                    limits_.idle_timeout) &&
+                    [] { return true; }, limits_.idle_timeout) &&
                 write_loop(session_, limits_.idle_timeout));
     } else {
       co_await write_loop(session_, limits_.idle_timeout);  // the GOAWAY
@@ -589,7 +589,7 @@ class Upstream final : public Connection<h2::ClientSession>,
                     }
                     return session_.want_read() || session_.want_write();
                   },
-                  idle_) &&
+                  [this] { return opening_ == 0; }, idle_) &&
               write_loop(session_, idle_));
     session_.terminate(h2::ErrorCode::NoError);
     for (auto& [id, s] : streams_) fail(*s);
