@@ -224,6 +224,7 @@ class Downstream final : public Connection<h2::ServerSession>,
     bool request_done = false;  // the client finished its side
     bool response_done = false;
     bool closed = false;
+    bool tunnel = false;      // RFC 8441 WebSocket: bytes both ways after the upgrade
     uint64_t unconsumed = 0;  // body bytes in the lane not yet read by the session
     uint64_t discarded = 0;   // body bytes dropped after the session stopped reading
     Signal ready;             // send buffer has room again / the stream closed
@@ -263,24 +264,37 @@ class Downstream final : public Connection<h2::ServerSession>,
     }
     const bool fresh = !s->lane;
     if (fresh) s->lane = std::make_shared<Lane>(worker_.io().get_executor());
+    // RFC 8441: an extended CONNECT with :protocol websocket becomes the HTTP/1.1 upgrade it
+    // stands for (h2.cpp refused any other CONNECT); its DATA are the WebSocket's bytes.
+    s->tunnel = req.method == "CONNECT"sv;
+    if (s->tunnel) {
+      s->method = "GET";
+      s->lane = std::make_shared<Lane>(worker_.io().get_executor());  // never a kept one
+    }
     std::string head;
     head.reserve(256);
-    head += req.method;
+    head += s->method;
     head += ' ';
     head += req.path;
     head += " HTTP/1.1\r\nhost: "sv;
     head += req.authority;
     head += "\r\n"sv;
+    if (s->tunnel) {
+      head += "connection: upgrade\r\nupgrade: websocket\r\nsec-websocket-key: "sv;
+      head += websocket_key();
+      head += "\r\n"sv;
+    }
     bool has_length = false;
     for (const auto& h : req.headers) {
       if (h.name == "host"sv) continue;  // carried as :authority (h2.cpp checked they agree)
+      if (s->tunnel && h.name == "sec-websocket-key"sv) continue;
       if (h.name == "content-length"sv) has_length = true;
       head += h.name;
       head += ": "sv;
       head += h.value;
       head += "\r\n"sv;
     }
-    if (body == h2::Body::Follows && !has_length) {
+    if (body == h2::Body::Follows && !has_length && !s->tunnel) {
       head += "transfer-encoding: chunked\r\n"sv;
       s->chunked = true;
     }
@@ -348,6 +362,7 @@ class Downstream final : public Connection<h2::ServerSession>,
     if (s.chunked) s.lane->in.push("0\r\n\r\n"sv);
     s.chunked = false;
     s.request_done = true;
+    if (s.tunnel) s.lane->in.finish();  // the client's half of the WebSocket ended
   }
 
   void on_send_ready(h2::StreamId id) override {
@@ -406,6 +421,10 @@ class Downstream final : public Connection<h2::ServerSession>,
           co_return;
         }
         if (r.status == http::ParseStatus::Done) {
+          if (s.tunnel && head.status == 101) {
+            head_len = r.consumed;
+            break;
+          }
           if (head.status >= 100 && head.status < 200) {
             buf.erase(0, r.consumed);
             parser.reset();
@@ -425,6 +444,10 @@ class Downstream final : public Connection<h2::ServerSession>,
       }
     }
     if (s.closed) co_return;
+    if (s.tunnel && head.status < 300) {  // 101: the WebSocket is open; a 2xx is not one
+      co_await relay_tunnel(d, s, head, buf.erase(0, head_len));
+      co_return;
+    }
     // An empty body ends the stream with the head: a gRPC error is a "Trailers-Only" HEADERS
     // frame with END_STREAM, and a client expects it so.
     const bool has_body = head.body_kind != http::BodyKind::None &&
@@ -520,7 +543,7 @@ class Downstream final : public Connection<h2::ServerSession>,
     s.response_done = true;
     // The lane serves the connection's next stream when this exchange ended cleanly: the whole
     // request went in and was read, the answer kept the connection (no "connection: close").
-    if (s.request_done && !s.closed && head.keep_alive && lane.in.unread() == 0 &&
+    if (s.request_done && !s.closed && !s.tunnel && head.keep_alive && lane.in.unread() == 0 &&
         !lane.out.finished() && !lane.in.reader_closed() && d.idle_lanes_.size() < kIdleLanes &&
         !d.ended_) {
       lane.in.on_consumed = nullptr;
@@ -531,6 +554,71 @@ class Downstream final : public Connection<h2::ServerSession>,
     // Answered before the client finished its body (e.g. 413): the rest is read and dropped
     // (on_data), up to max_body more, then the stream is reset with NO_ERROR (RFC 9113 8.1). Not
     // at once: a RST_STREAM would overtake the answer's DATA still queued in nghttp2.
+  }
+
+  // A random Sec-WebSocket-Key (the client's HTTP/2 request has none; RFC 8441 5).
+  std::string websocket_key() {
+    static constexpr char kB64[] =
+        "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    uint64_t a = worker_.random(), b = worker_.random();
+    std::string key;
+    for (int i = 0; i < 21; ++i) {  // 16 bytes = 21 base64 digits and one of 2 bits, then "=="
+      key += kB64[(i < 10 ? a >> (6 * i) : b >> (6 * (i - 10))) & 63];
+    }
+    key += kB64[(b >> 60) & 0x30];
+    key += "=="sv;
+    return key;
+  }
+
+  // After the upstream's 101: the stream's 200, then the WebSocket's bytes as DATA until the
+  // session half-closes the lane (END_STREAM). A final answer other than 101 is relayed as it is,
+  // except a 2xx, which would tell the client the tunnel is open: 502 then.
+  static asio::awaitable<void> relay_tunnel(Downstream& d, Stream& s,
+                                            const http::ResponseHead& head, std::string& buf) {
+    std::vector<http::Header> fields;
+    for (const auto& h : head.headers) {
+      if (http::iequals(h.name, "connection"sv) || http::iequals(h.name, "upgrade"sv) ||
+          http::iequals(h.name, "sec-websocket-accept"sv) ||
+          http::iequals(h.name, "keep-alive"sv) || http::iequals(h.name, "transfer-encoding"sv) ||
+          http::iequals(h.name, "content-length"sv)) {
+        continue;
+      }
+      fields.push_back(h);
+    }
+    if (head.status != 101) {  // (3xx-5xx are relayed by relay_response as they are)
+      d.session_.submit_response(s.id, 502, {}, h2::Body::None);
+      d.wake();
+      s.lane->in.fail(true);
+      co_return;
+    }
+    if (d.session_.submit_response(s.id, 200, fields, h2::Body::Follows) != h2::Submit::Ok) {
+      co_return;
+    }
+    d.wake();
+    Lane& lane = *s.lane;
+    bool ok = true;
+    for (;;) {
+      while (ok && !buf.empty()) {
+        size_t n = std::min(buf.size(), kMaxPiece);
+        ok = co_await d.send(s, std::string_view(buf).substr(0, n), false);
+        buf.erase(0, n);
+      }
+      if (!ok) break;
+      error_code ec = co_await lane.out.take(buf);
+      if (ec == asio::error::eof) {
+        ok = co_await d.send(s, {}, true);
+        break;
+      }
+      if (ec) {
+        ok = false;
+        break;
+      }
+    }
+    s.response_done = true;
+    if (!ok && !s.closed) {
+      d.session_.reset_stream(s.id, h2::ErrorCode::Cancel);
+      d.wake();
+    }
   }
 
   server::Worker& worker_;
@@ -871,6 +959,7 @@ asio::awaitable<void> serve_h2(server::Worker& worker, const server::Io& io,
     if (l.name == listener_name) cfg = &l.limits;
   }
   h2::Limits limits;
+  limits.enable_connect_protocol = true;  // RFC 8441 WebSocket over HTTP/2
   limits.max_header_list_size = static_cast<uint32_t>(
       std::min<size_t>(cfg->max_header_bytes + cfg->max_headers * 32, 1 << 24));
   auto conn = std::make_shared<Downstream>(worker, io, std::move(listener_name), std::move(info),

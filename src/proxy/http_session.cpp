@@ -661,8 +661,8 @@ class HttpSession final : public server::Session {
   // Route `websocket`: after the upstream's 101, relays bytes both ways until both sides are
   // done (a half-close is passed on), either fails, or nothing moved for `idle`.
   asio::awaitable<void> tunnel(UpstreamConnection& conn, std::string_view to_client, Duration idle);
-  asio::awaitable<void> pump(server::Io from, server::Io to, tcp::socket& from_sock,
-                             tcp::socket& to_sock, Duration idle, uint64_t& bytes);
+  asio::awaitable<void> pump(server::Io from, server::Io to, bool to_upstream, Duration idle,
+                             uint64_t& bytes);
   void write_access_log();
   void record_metrics();
   // The `sluice-trace` response header value: phase decisions and times so far.
@@ -2304,8 +2304,9 @@ asio::awaitable<HttpSession::Next> HttpSession::bridge(const CompiledRoute& rout
   }
   down_wd_.disarm();
   xs_->log.protocol = "websocket";
-  proxy::BridgeStats stats = co_await proxy::bridge_websocket(
-      worker_, socket_, tls_.get(), snap_, static_cast<size_t>(up_index), std::move(b));
+  proxy::BridgeStats stats =
+      co_await proxy::bridge_websocket(worker_, socket_, tls_.get(), lane_.get(), snap_,
+                                       static_cast<size_t>(up_index), std::move(b));
   xs_->log.status = stats.accepted ? 101 : 400;
   xs_->log.bytes_in += stats.bytes_in;
   xs_->log.bytes_out += stats.bytes_out;
@@ -2335,8 +2336,7 @@ asio::awaitable<void> HttpSession::tunnel(UpstreamConnection& conn, std::string_
     begin_ = end_ = 0;
   }
   uint64_t in = 0, out = 0;
-  co_await (pump(io_, up, socket_, conn.socket, idle, in) &&
-            pump(up, io_, conn.socket, socket_, idle, out));
+  co_await (pump(io_, up, true, idle, in) && pump(up, io_, false, idle, out));
   xs_->log.bytes_in += in;
   xs_->log.bytes_out += out;
   down_wd_.disarm();
@@ -2346,34 +2346,53 @@ asio::awaitable<void> HttpSession::tunnel(UpstreamConnection& conn, std::string_
 // One direction of a tunnel. Any transfer re-arms both watchdogs (the tunnel is idle only when
 // neither direction moves). A clean end of stream is passed on as a half-close (TCP shutdown;
 // close_notify on TLS); an error or a timeout ends both directions.
-asio::awaitable<void> HttpSession::pump(server::Io from, server::Io to, tcp::socket& from_sock,
-                                        tcp::socket& to_sock, Duration idle, uint64_t& bytes) {
-  server::IoBuffer buf = worker_.buffers().take(16 * 1024);
+// A clean end of one direction: shutdown(SHUT_WR), close_notify, or END_STREAM on a lane.
+void half_close(const server::Io& io) {
   error_code ignored;
+  if (io.lane != nullptr) {
+    io.lane->out.finish();
+  } else if (io.tls != nullptr) {
+    io.tls->shutdown();
+  } else {
+    io.sock->shutdown(tcp::socket::shutdown_send, ignored);
+  }
+}
+
+// Ends both directions of `io` at once: pending operations fail.
+void abort_io(const server::Io& io) {
+  error_code ignored;
+  if (io.lane != nullptr) {
+    io.lane->cancel(ignored);
+    io.lane->in.close_reader();
+    io.lane->out.fail(true);
+  } else {
+    io.sock->cancel(ignored);
+    io.sock->shutdown(tcp::socket::shutdown_both, ignored);
+  }
+}
+
+asio::awaitable<void> HttpSession::pump(server::Io from, server::Io to, bool to_upstream,
+                                        Duration idle, uint64_t& bytes) {
+  server::IoBuffer buf = worker_.buffers().take(16 * 1024);
+  const server::Io& up = to_upstream ? to : from;
   for (;;) {
     auto [ec, n] = co_await from.read_some(asio::buffer(buf.data(), buf.size()));
     if (ec) {
       if (ec == asio::error::eof && !down_wd_.expired() && !up_wd_.expired()) {
-        if (to.tls != nullptr) {
-          to.tls->shutdown();
-        } else {
-          to_sock.shutdown(tcp::socket::shutdown_send, ignored);
-        }
+        half_close(to);
       } else {
-        from_sock.cancel(ignored);
-        to_sock.cancel(ignored);
-        to_sock.shutdown(tcp::socket::shutdown_both, ignored);
-        from_sock.shutdown(tcp::socket::shutdown_both, ignored);
+        abort_io(from);
+        abort_io(to);
       }
       break;
     }
     io_.arm(down_wd_, idle);
-    up_wd_.arm(idle, &to_sock == &socket_ ? &from_sock : &to_sock);
+    up.arm(up_wd_, idle);
     auto [wec, wn] = co_await to.write(asio::buffer(buf.data(), n));
     bytes += wn;
     if (wec) {
-      from_sock.shutdown(tcp::socket::shutdown_both, ignored);
-      to_sock.shutdown(tcp::socket::shutdown_both, ignored);
+      abort_io(from);
+      abort_io(to);
       break;
     }
   }

@@ -29,15 +29,26 @@ namespace websocket = beast::websocket;
 class IoStream {
  public:
   using executor_type = asio::any_io_executor;
-  IoStream(tcp::socket& socket, server::TlsStream* tls) : socket_(socket), tls_(tls) {}
+  IoStream(tcp::socket& socket, server::TlsStream* tls, server::Lane* lane)
+      : socket_(socket), tls_(tls), lane_(lane) {}
   executor_type get_executor() { return socket_.get_executor(); }
   tcp::socket& socket() { return socket_; }
   server::TlsStream* tls() { return tls_; }
+  server::Lane* lane() { return lane_; }
 
   template <typename MutableBufferSequence, typename Token>
   auto async_read_some(const MutableBufferSequence& buffers, Token&& token) {
     return asio::async_initiate<Token, void(error_code, size_t)>(
         [this](auto handler, asio::mutable_buffer b) {
+          if (lane_ != nullptr) {  // an HTTP/2 stream (RFC 8441)
+            asio::co_spawn(socket_.get_executor(), lane_->in.read_some(b),
+                           [h = std::move(handler)](std::exception_ptr e,
+                                                    std::tuple<error_code, size_t> r) mutable {
+                             if (e) std::get<0>(r) = asio::error::connection_aborted;
+                             std::move(h)(std::get<0>(r), std::get<1>(r));
+                           });
+            return;
+          }
           if (tls_ == nullptr) {
             socket_.async_read_some(b, std::move(handler));
             return;
@@ -56,11 +67,12 @@ class IoStream {
   auto async_write_some(const ConstBufferSequence& buffers, Token&& token) {
     return asio::async_initiate<Token, void(error_code, size_t)>(
         [this](auto handler, asio::const_buffer b) {
-          if (tls_ == nullptr) {
+          if (tls_ == nullptr && lane_ == nullptr) {
             socket_.async_write_some(b, std::move(handler));
             return;
           }
-          asio::co_spawn(socket_.get_executor(), write_tls(tls_, b),
+          asio::co_spawn(socket_.get_executor(),
+                         lane_ != nullptr ? write_lane(lane_, b) : write_tls(tls_, b),
                          [h = std::move(handler)](std::exception_ptr e,
                                                   std::tuple<error_code, size_t> r) mutable {
                            if (e) std::get<0>(r) = asio::error::connection_aborted;
@@ -84,8 +96,14 @@ class IoStream {
     co_return co_await tls->write(std::span<const asio::const_buffer>(&b, 1));
   }
 
+  static asio::awaitable<std::tuple<error_code, size_t>> write_lane(server::Lane* lane,
+                                                                    asio::const_buffer b) {
+    co_return co_await lane->out.write(std::span<const asio::const_buffer>(&b, 1));
+  }
+
   tcp::socket& socket_;
   server::TlsStream* tls_;
+  server::Lane* lane_;
 };
 
 // Beast's customisation points for closing IoStream (found by argument-dependent lookup).
@@ -95,10 +113,19 @@ class IoStream {
 // every pending operation just as well.
 void beast_close_socket(IoStream& s) {
   error_code ignored;
+  if (s.lane() != nullptr) {
+    s.lane()->cancel(ignored);
+    s.lane()->close();
+    return;
+  }
   s.socket().shutdown(tcp::socket::shutdown_both, ignored);
   s.socket().cancel(ignored);
 }
 void teardown(beast::role_type, IoStream& s, error_code& ec) {
+  if (s.lane() != nullptr) {
+    s.lane()->out.finish();
+    return;
+  }
   if (s.tls() != nullptr) s.tls()->shutdown();
   s.socket().shutdown(tcp::socket::shutdown_both, ec);
 }
@@ -159,8 +186,9 @@ struct Pending {
 // Shared by the connection's reader (bridge_websocket), its writer and the upstream calls it
 // started, which may outlive it (they only touch `signal`, `queue` entries and counters).
 struct State {
-  State(tcp::socket& socket, server::TlsStream* tls, const asio::any_io_executor& ex)
-      : ws(socket, tls), signal(ex, asio::steady_timer::time_point::max()) {}
+  State(tcp::socket& socket, server::TlsStream* tls, server::Lane* lane,
+        const asio::any_io_executor& ex)
+      : ws(socket, tls, lane), signal(ex, asio::steady_timer::time_point::max()) {}
   websocket::stream<IoStream> ws;
   asio::steady_timer signal;  // cancelled whenever a reply arrives or the reader changes state
   std::deque<std::shared_ptr<Pending>> queue;  // in message order
@@ -216,12 +244,12 @@ asio::awaitable<void> write_loop(std::shared_ptr<State> st) {
 }  // namespace
 
 asio::awaitable<BridgeStats> bridge_websocket(server::Worker& worker, tcp::socket& socket,
-                                              server::TlsStream* tls,
+                                              server::TlsStream* tls, server::Lane* lane,
                                               std::shared_ptr<const server::Snapshot> snap,
                                               size_t upstream_index, BridgeRequest b) {
   BridgeStats stats;
   const auto ex = co_await asio::this_coro::executor;
-  auto st = std::make_shared<State>(socket, tls, ex);
+  auto st = std::make_shared<State>(socket, tls, lane, ex);
   websocket::stream<IoStream>& ws = st->ws;
   websocket::stream_base::timeout t{};
   t.handshake_timeout = std::chrono::seconds(10);

@@ -22,6 +22,7 @@
 
 namespace sluice::server {
 class TlsStream;
+struct Lane;
 class Worker;
 struct Snapshot;
 }  // namespace sluice::server
@@ -57,9 +58,10 @@ struct BridgeStats {
   uint64_t upstream_errors = 0;  // messages answered by the gateway (no upstream answer)
 };
 
-// `tls`: the TLS stream over `socket` on a TLS listener, else null.
+// `tls`: the TLS stream over `socket` on a TLS listener, else null. `lane`: an HTTP/2 stream's
+// lane (RFC 8441 WebSocket over HTTP/2; `socket` then only provides the executor), else null.
 asio::awaitable<BridgeStats> bridge_websocket(server::Worker& worker, tcp::socket& socket,
-                                              server::TlsStream* tls,
+                                              server::TlsStream* tls, server::Lane* lane,
                                               std::shared_ptr<const server::Snapshot> snap,
                                               size_t upstream_index, BridgeRequest request);
 
