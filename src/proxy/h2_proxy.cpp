@@ -445,7 +445,7 @@ class Downstream final : public Connection<h2::ServerSession>,
     }
     if (s.closed) co_return;
     if (s.tunnel && head.status < 300) {  // 101: the WebSocket is open; a 2xx is not one
-      co_await relay_tunnel(d, s, head, buf.erase(0, head_len));
+      co_await relay_tunnel(d, s, head, buf, head_len);
       co_return;
     }
     // An empty body ends the stream with the head: a gRPC error is a "Trailers-Only" HEADERS
@@ -573,8 +573,10 @@ class Downstream final : public Connection<h2::ServerSession>,
   // After the upstream's 101: the stream's 200, then the WebSocket's bytes as DATA until the
   // session half-closes the lane (END_STREAM). A final answer other than 101 is relayed as it is,
   // except a 2xx, which would tell the client the tunnel is open: 502 then.
+  // `head` points into `buf`, whose first `head_len` bytes are the head.
   static asio::awaitable<void> relay_tunnel(Downstream& d, Stream& s,
-                                            const http::ResponseHead& head, std::string& buf) {
+                                            const http::ResponseHead& head, std::string& buf,
+                                            size_t head_len) {
     std::vector<http::Header> fields;
     for (const auto& h : head.headers) {
       if (http::iequals(h.name, "connection"sv) || http::iequals(h.name, "upgrade"sv) ||
@@ -595,6 +597,7 @@ class Downstream final : public Connection<h2::ServerSession>,
       co_return;
     }
     d.wake();
+    buf.erase(0, head_len);  // (the views into it are no longer needed)
     Lane& lane = *s.lane;
     bool ok = true;
     for (;;) {
