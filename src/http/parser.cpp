@@ -549,11 +549,12 @@ void ChunkedDecoder::reset() {
 
 std::string permitted_trailers(std::string_view raw) {
   static constexpr std::string_view kForbidden[] = {
-      "content-length", "transfer-encoding", "host",
-      "connection",     "keep-alive",        "te",
-      "trailer",        "upgrade",           "proxy-connection",
-      "content-type",   "content-encoding",  "content-range",
-      "authorization",  "set-cookie",        "cache-control"};
+      "content-length", "transfer-encoding", "host", "connection", "keep-alive", "te", "trailer",
+      "upgrade", "proxy-connection", "content-type", "content-encoding", "content-range",
+      "authorization", "set-cookie", "cache-control",
+      // what the gateway asserts in heads (build_upstream_head): never a peer's word for it
+      "x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "forwarded", "via",
+      "x-request-id", "traceparent", "x-sluice-trace", "x-consumer"};
   std::string out;
   while (!raw.empty()) {
     size_t eol = raw.find("\r\n");

@@ -100,6 +100,18 @@ class Signal {
     }
     notified_ = false;
   }
+  // As wait(), for at most `d`. False: the time passed without a notify().
+  asio::awaitable<bool> wait_for(Duration d) {
+    if (!notified_) {
+      waiting_ = true;
+      timer_.expires_after(d);
+      co_await timer_.async_wait(use_nothrow);
+      waiting_ = false;
+    }
+    const bool was = notified_;
+    notified_ = false;
+    co_return was;
+  }
 
  private:
   asio::steady_timer timer_;
@@ -203,13 +215,16 @@ class Downstream final : public Connection<h2::ServerSession>,
     } else {
       co_await write_loop(session_, limits_.idle_timeout);  // the GOAWAY
     }
-    // The connection is over: every stream still open ends now (their lanes fail).
+    // The connection is over: every stream still open ends now (their lanes fail). The socket
+    // belongs to the caller, which closes it after this returns: no watchdog may touch it.
+    ended_ = true;
     session_.terminate(h2::ErrorCode::NoError);
     for (auto& [id, s] : streams_) fail_stream(*s);
     streams_.clear();
-    ended_ = true;
     for (auto& lane : idle_lanes_) lane->in.finish();
     idle_lanes_.clear();
+    read_wd_.disarm();
+    write_wd_.disarm();
   }
 
  private:
@@ -255,22 +270,20 @@ class Downstream final : public Connection<h2::ServerSession>,
     auto s = std::make_shared<Stream>(worker_.io().get_executor());
     s->id = id;
     s->method = std::string(req.method);
+    // RFC 8441: an extended CONNECT with :protocol websocket becomes the HTTP/1.1 upgrade it
+    // stands for (h2.cpp refused any other CONNECT); its DATA are the WebSocket's bytes. It
+    // always gets a fresh lane (it is never kept either).
+    s->tunnel = req.method == "CONNECT"sv;
+    if (s->tunnel) s->method = "GET";
     // A lane whose session finished a clean exchange waits for the next request (keep-alive);
     // one that its session closed (idle timeout, drain) is dropped.
-    while (!idle_lanes_.empty() && !s->lane) {
+    while (!s->tunnel && !idle_lanes_.empty() && !s->lane) {
       auto lane = std::move(idle_lanes_.back());
       idle_lanes_.pop_back();
       if (!lane->out.finished() && !lane->in.reader_closed()) s->lane = std::move(lane);
     }
     const bool fresh = !s->lane;
     if (fresh) s->lane = std::make_shared<Lane>(worker_.io().get_executor());
-    // RFC 8441: an extended CONNECT with :protocol websocket becomes the HTTP/1.1 upgrade it
-    // stands for (h2.cpp refused any other CONNECT); its DATA are the WebSocket's bytes.
-    s->tunnel = req.method == "CONNECT"sv;
-    if (s->tunnel) {
-      s->method = "GET";
-      s->lane = std::make_shared<Lane>(worker_.io().get_executor());  // never a kept one
-    }
     std::string head;
     head.reserve(256);
     head += s->method;
@@ -304,13 +317,17 @@ class Downstream final : public Connection<h2::ServerSession>,
     // Flow control: body bytes are consumed as the session reads them from the lane.
     std::weak_ptr<Stream> weak = s;
     std::weak_ptr<Downstream> weak_self = weak_from_this();
-    s->lane->in.on_consumed = [weak_self, weak](size_t n) {
+    server::Pipe* pipe = &s->lane->in;
+    pipe->on_consumed = [weak_self, weak, pipe](size_t) {
       auto self = weak_self.lock();
       auto st = weak.lock();
       if (!self || !st || st->closed || st->unconsumed == 0) return;
-      size_t k = static_cast<size_t>(std::min<uint64_t>(n, st->unconsumed));
+      // Body bytes still in the pipe are at most what is unread there (framing included), so
+      // crediting the rest never reopens window for bytes that are still buffered.
+      uint64_t k = st->unconsumed - std::min<uint64_t>(st->unconsumed, pipe->unread());
+      if (k == 0) return;
       st->unconsumed -= k;
-      self->session_.consume(st->id, k);
+      self->session_.consume(st->id, static_cast<size_t>(k));
       self->wake();
     };
     streams_[id] = s;
@@ -381,11 +398,9 @@ class Downstream final : public Connection<h2::ServerSession>,
       s->closed = true;
       s->ready.notify();
     }
-    if (session_.open_streams() <= 1) io_.arm(read_wd_, limits_.idle_timeout);
+    // (the closing stream is no longer counted)
+    if (session_.open_streams() == 0 && !ended_) io_.arm(read_wd_, limits_.idle_timeout);
   }
-
-  // Waits until `s` can take more body (or closed).
-  asio::awaitable<void> wait_ready(Stream& s) { co_await s.ready.wait(); }
 
   // Submits body bytes, waiting while the stream's buffer is full. False: the stream is gone.
   asio::awaitable<bool> send(Stream& s, std::string_view data, bool end) {
@@ -395,7 +410,13 @@ class Downstream final : public Connection<h2::ServerSession>,
       wake();
       if (r == h2::Send::Ready) co_return true;
       if (r == h2::Send::Closed) co_return false;
-      co_await wait_ready(s);  // Full (queued, wait before more) or Blocked (retry)
+      // Full (queued, wait before more) or Blocked (retry). A client that opens no window for
+      // idle_timeout loses the stream (it would pin the stream and its buffers).
+      if (!co_await s.ready.wait_for(limits_.idle_timeout) && !s.closed) {
+        session_.reset_stream(s.id, h2::ErrorCode::Cancel);
+        wake();
+        co_return false;
+      }
       if (r == h2::Send::Full) co_return !s.closed;
     }
   }
@@ -407,7 +428,10 @@ class Downstream final : public Connection<h2::ServerSession>,
     Stream& s = *sp;
     Lane& lane = *s.lane;
     std::string buf;
-    http::ResponseParser parser;
+    http::ParserLimits pl;  // the gateway's own head: the upstream's (already limited) and ours
+    pl.max_header_bytes = 1 << 20;
+    pl.max_headers = 10000;
+    http::ResponseParser parser(pl);
     http::ResponseHead head;
     size_t head_len = 0;
     for (;;) {  // the head (1xx interim answers are dropped: HTTP/2 clients do without)
@@ -464,7 +488,10 @@ class Downstream final : public Connection<h2::ServerSession>,
     auto sub = d.session_.submit_response(s.id, head.status, fields,
                                           has_body ? h2::Body::Follows : h2::Body::None);
     d.wake();
-    if (sub != h2::Submit::Ok) co_return;
+    if (sub != h2::Submit::Ok) {
+      lane.out.close_reader();
+      co_return;
+    }
     const http::BodyKind kind = has_body ? head.body_kind : http::BodyKind::None;
     uint64_t remaining = head.content_length;
     buf.erase(0, head_len);
@@ -591,9 +618,11 @@ class Downstream final : public Connection<h2::ServerSession>,
       d.session_.submit_response(s.id, 502, {}, h2::Body::None);
       d.wake();
       s.lane->in.fail(true);
+      s.lane->out.close_reader();
       co_return;
     }
     if (d.session_.submit_response(s.id, 200, fields, h2::Body::Follows) != h2::Submit::Ok) {
+      s.lane->out.close_reader();
       co_return;
     }
     d.wake();
@@ -682,9 +711,12 @@ class Upstream final : public Connection<h2::ClientSession>,
                   },
                   [this] { return opening_ == 0; }, idle_) &&
               write_loop(session_, idle_));
+    ended_ = true;
     session_.terminate(h2::ErrorCode::NoError);
     for (auto& [id, s] : streams_) fail(*s);
     streams_.clear();
+    read_wd_.disarm();
+    write_wd_.disarm();
     auto& list = t_upstreams[key_];
     std::erase_if(list, [this](const std::shared_ptr<Upstream>& u) { return u.get() == this; });
     if (list.empty()) t_upstreams.erase(key_);
@@ -705,6 +737,7 @@ class Upstream final : public Connection<h2::ClientSession>,
     std::shared_ptr<Lane> lane;
     bool chunked = false;        // the response goes into the lane chunked
     bool trailers_sent = false;  // the last chunk is out
+    bool head_request = false;   // HEAD: a content-length says nothing about a body
     bool done = false;           // the response ended
     bool closed = false;
     uint64_t unconsumed = 0;
@@ -736,8 +769,9 @@ class Upstream final : public Connection<h2::ClientSession>,
       head += "\r\n"sv;
     }
     if (body == h2::Body::None) {
-      if (!has_length && resp.status != 204 && resp.status != 304)
+      if (!has_length && resp.status != 204 && resp.status != 304 && !s.head_request) {
         head += "content-length: 0\r\n"sv;
+      }
     } else if (!has_length) {
       head += "transfer-encoding: chunked\r\n"sv;
       s.chunked = true;
@@ -801,7 +835,7 @@ class Upstream final : public Connection<h2::ClientSession>,
       s->closed = true;
       s->ready.notify();
     }
-    if (session_.open_streams() <= 1 && opening_ == 0) io_.arm(read_wd_, idle_);
+    if (session_.open_streams() == 0 && opening_ == 0 && !ended_) io_.arm(read_wd_, idle_);
   }
 
   asio::awaitable<bool> send(Stream& s, std::string_view data, bool end) {
@@ -811,7 +845,11 @@ class Upstream final : public Connection<h2::ClientSession>,
       wake();
       if (r == h2::Send::Ready) co_return true;
       if (r == h2::Send::Closed) co_return false;
-      co_await s.ready.wait();
+      if (!co_await s.ready.wait_for(idle_) && !s.closed) {  // the server opens no window
+        session_.reset_stream(s.id, h2::ErrorCode::Cancel);
+        wake();
+        co_return false;
+      }
       if (r == h2::Send::Full) co_return !s.closed;
     }
   }
@@ -869,13 +907,26 @@ class Upstream final : public Connection<h2::ClientSession>,
     Stream& s = *sp;
     s.id = opened.stream;
     s.lane = lane;
+    s.head_request = head.method == "HEAD"sv;
     u.streams_[s.id] = sp;
     std::weak_ptr<Stream> weak = sp;
     std::weak_ptr<Upstream> weak_up = self;
+    // forward() let go of the exchange (done, or its client went away) before the answer ended:
+    // the stream is cancelled, so its window and the connection's come back.
+    lane->in.on_close = [weak_up, weak] {
+      auto up = weak_up.lock();
+      auto st = weak.lock();
+      if (!up || !st || st->closed || st->done) return;
+      up->session_.reset_stream(st->id, h2::ErrorCode::Cancel);
+      up->wake();
+    };
     lane->in.on_consumed = [weak_up, weak](size_t n) {
       auto up = weak_up.lock();
       auto st = weak.lock();
       if (!up || !st || st->closed || st->unconsumed == 0) return;
+      n = static_cast<size_t>(st->unconsumed -
+                              std::min<uint64_t>(st->unconsumed, st->lane->in.unread()));
+      if (n == 0) return;
       size_t k = static_cast<size_t>(std::min<uint64_t>(n, st->unconsumed));
       st->unconsumed -= k;
       up->session_.consume(st->id, k);
@@ -939,6 +990,12 @@ class Upstream final : public Connection<h2::ClientSession>,
       u.session_.reset_stream(s.id, h2::ErrorCode::Cancel);
       u.wake();
     }
+    if (!ok) {
+      // The stream ended before the request did (an early answer): take and drop the rest of
+      // what forward() writes, so it gets to read that answer instead of waiting on the pipe.
+      std::string discard;
+      while (!co_await lane->out.take(discard)) discard.clear();
+    }
   }
 
   server::Worker& worker_;
@@ -950,6 +1007,7 @@ class Upstream final : public Connection<h2::ClientSession>,
   h2::ClientSession session_;
   std::unordered_map<h2::StreamId, std::shared_ptr<Stream>> streams_;
   int opening_ = 0;  // streams started whose request head is not submitted yet
+  bool ended_ = false;
 };
 
 }  // namespace

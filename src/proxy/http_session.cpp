@@ -558,6 +558,7 @@ class HttpSession final : public server::Session {
     worker_.add_session(this);
   }
   ~HttpSession() override {
+    if (lane_) lane_->close();  // (also when run() ended by an exception)
     if (conn_metrics_) conn_metrics_->connection_closed(conn_listener_);
     worker_.remove_session(this);
     if (!buf_.empty()) worker_.buffers().give(std::move(buf_));
@@ -663,6 +664,20 @@ class HttpSession final : public server::Session {
   asio::awaitable<void> tunnel(UpstreamConnection& conn, std::string_view to_client, Duration idle);
   asio::awaitable<void> pump(server::Io from, server::Io to, bool to_upstream, Duration idle,
                              uint64_t& bytes);
+  // Full duplex to an HTTP/2 upstream: the client's body, streamed while forward() reads the
+  // answer.
+  struct BodyPump {
+    explicit BodyPump(const asio::any_io_executor& ex) : timer(ex) {}
+    asio::steady_timer timer;  // cancelled when done
+    bool done = false;
+    bool complete = false;  // the whole body was read and sent
+    uint64_t raw_bytes = 0;
+    std::vector<asio::const_buffer> iov;
+  };
+  asio::awaitable<void> pump_body(std::shared_ptr<BodyPump> st, std::shared_ptr<server::Lane> up,
+                                  Duration timeout);
+  // After an exchange: stops and waits for its body pump, if any.
+  asio::awaitable<void> join_pump();
   void write_access_log();
   void record_metrics();
   // The `sluice-trace` response header value: phase decisions and times so far.
@@ -737,6 +752,7 @@ class HttpSession final : public server::Session {
   // `x-sluice-trace: <admin token>`: the decisions of this exchange, for a `sluice-trace` header.
   bool tracing_ = false;
   std::string trace_;
+  std::shared_ptr<BodyPump> pump_;  // this exchange's full-duplex body, if any
 };
 
 asio::awaitable<void> HttpSession::run() {
@@ -798,6 +814,7 @@ asio::awaitable<void> HttpSession::run() {
     if (!co_await read_head()) break;
     refresh_snapshot();
     Next next = co_await handle();
+    co_await join_pump();
     if (next == Next::Close || close_after_ || worker_.draining()) break;
     release_buffer_if_idle();
   }
@@ -1758,6 +1775,19 @@ asio::awaitable<HttpSession::Next> HttpSession::forward(const CompiledUpstream& 
                     chunked ? BodySink::Framing::Chunked : BodySink::Framing::Raw, xs_->iov);
       auto [ec, n] = co_await uio.write(sink.prepare(uhead, pieces, true));
       sent = !ec;
+    } else if (chunked && h2_upstream && conn->lane) {
+      // Full duplex (gRPC bidirectional streams): the head goes now, the body streams from a
+      // coroutine of its own while the answer is read (run() joins it before the next request).
+      // No retry from here: the body is not kept.
+      server::Io uio = conn->io();
+      auto [ec, n] = co_await uio.write(asio::buffer(uhead));
+      sent = !ec;
+      replay_ok = false;
+      if (sent) {
+        body_read = true;  // (the pump's from here)
+        pump_ = std::make_shared<BodyPump>(worker_.io().get_executor());
+        asio::co_spawn(worker_.io(), pump_body(pump_, conn->lane, request_timeout), asio::detached);
+      }
     } else {
       BodySource src(io_, buf_, begin_, end_, down_wd_, limits_.request_body_timeout);
       src.start(xs_->head.body_kind, xs_->head.content_length);
@@ -2346,6 +2376,59 @@ asio::awaitable<void> HttpSession::tunnel(UpstreamConnection& conn, std::string_
 // One direction of a tunnel. Any transfer re-arms both watchdogs (the tunnel is idle only when
 // neither direction moves). A clean end of stream is passed on as a half-close (TCP shutdown;
 // close_notify on TLS); an error or a timeout ends both directions.
+asio::awaitable<void> HttpSession::pump_body(std::shared_ptr<BodyPump> st,
+                                             std::shared_ptr<server::Lane> up, Duration timeout) {
+  BodySource src(io_, buf_, begin_, end_, down_wd_, limits_.request_body_timeout);
+  src.start(xs_->head.body_kind, xs_->head.content_length);
+  BodySink sink(server::Io{nullptr, nullptr, up.get()}, up_wd_, timeout, BodySink::Framing::Chunked,
+                st->iov);
+  std::vector<std::string_view> pieces;
+  uint64_t body_bytes = 0;
+  bool failed = false;
+  for (;;) {
+    auto s = co_await src.next(pieces);
+    if (s == BodySource::Status::Error || s == BodySource::Status::Timeout) {
+      failed = true;
+      break;
+    }
+    for (auto p : pieces) body_bytes += p.size();
+    if (body_bytes > limits_.max_body) {
+      failed = true;
+      break;
+    }
+    const bool last = s == BodySource::Status::End || src.done();
+    if (last) sink.set_trailers(src.trailers());
+    if (!co_await sink.write({}, pieces, last)) break;  // the upstream stream is gone
+    if (last) {
+      st->complete = true;
+      break;
+    }
+  }
+  st->raw_bytes = src.raw_bytes();
+  if (failed) up->out.fail(true);  // the upstream stream is reset: the answer ends too
+  st->done = true;
+  st->timer.cancel();
+}
+
+asio::awaitable<void> HttpSession::join_pump() {
+  if (!pump_) co_return;
+  std::shared_ptr<BodyPump> p = std::move(pump_);
+  if (!p->done) {  // the answer is over before the body: stop reading it
+    error_code ignored;
+    if (lane_) {
+      lane_->in.cancel_reader();
+    } else {
+      socket_.cancel(ignored);
+    }
+  }
+  while (!p->done) {
+    p->timer.expires_at(asio::steady_timer::time_point::max());
+    co_await p->timer.async_wait(use_nothrow);
+  }
+  if (xs_) xs_->log.bytes_in += p->raw_bytes;
+  if (!p->complete) close_after_ = true;  // the rest of the body is still on the wire
+}
+
 // A clean end of one direction: shutdown(SHUT_WR), close_notify, or END_STREAM on a lane.
 void half_close(const server::Io& io) {
   error_code ignored;

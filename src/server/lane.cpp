@@ -43,29 +43,49 @@ void Pipe::finish() {
 void Pipe::fail(bool now) {
   failed_ = true;
   if (now) {
+    const size_t dropped = unread();
     buf_.clear();
     off_ = 0;
+    if (dropped > 0 && on_consumed) on_consumed(dropped);
   }
   if (reader_waiting_) readable_.cancel();
   if (writer_waiting_) writable_.cancel();
 }
 
 void Pipe::close_reader() {
+  if (reader_closed_) return;
   reader_closed_ = true;
+  const size_t dropped = unread();
   buf_.clear();
   off_ = 0;
   if (writer_waiting_) writable_.cancel();
+  if (reader_waiting_) readable_.cancel();  // (a reader closed from elsewhere wakes to eof)
+  // Bytes nobody will read count as taken: the producer's flow control must not wait for them.
+  if (dropped > 0 && on_consumed) on_consumed(dropped);
+  if (on_close) {
+    auto f = std::move(on_close);
+    on_close = nullptr;
+    f();
+  }
 }
 
-void Pipe::cancel(error_code&) {
+void Pipe::cancel_reader() {
   if (reader_waiting_) {
     cancel_reader_ = true;
     readable_.cancel();
   }
+}
+
+void Pipe::cancel_writer() {
   if (writer_waiting_) {
     cancel_writer_ = true;
     writable_.cancel();
   }
+}
+
+void Pipe::cancel(error_code&) {
+  cancel_reader();
+  cancel_writer();
 }
 
 asio::awaitable<error_code> Pipe::wait_readable() {

@@ -56,6 +56,12 @@ class Pipe {
 
   // Pending read_some/take/write fail with operation_aborted (a Watchdog's deadline).
   void cancel(error_code&);
+  // The same for one end only: the consumer's pending read, the producer's pending write.
+  void cancel_reader();
+  void cancel_writer();
+  // Called once when the consumer closes (close_reader), after on_consumed has been told about
+  // the unread bytes it dropped.
+  std::function<void()> on_close;
 
   size_t unread() const { return buf_.size() - off_; }
   bool finished() const { return finished_; }
@@ -87,10 +93,12 @@ struct Lane {
   Pipe in;
   Pipe out;
 
-  // The HTTP/1 side's socket-like calls.
-  void cancel(error_code& ec) {
-    in.cancel(ec);
-    out.cancel(ec);
+  // The HTTP/1 side's socket-like calls. cancel() touches only that side's own operations (its
+  // read of `in`, its write to `out`), as cancel() on a socket would: a watchdog of the HTTP/1
+  // session must not end the HTTP/2 side's wait for the answer.
+  void cancel(error_code&) {
+    in.cancel_reader();
+    out.cancel_writer();
   }
   // The HTTP/1 side closed its "connection".
   void close() {
