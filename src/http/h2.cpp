@@ -234,6 +234,7 @@ class Session {
   void reset_stream(StreamId id, ErrorCode code);
   void terminate(ErrorCode code);
   void shutdown();
+  void complete_shutdown();
 
   Status status() const { return status_; }
   const Stats& stats() const { return stats_; }
@@ -251,6 +252,13 @@ class Session {
   static int on_header(nghttp2_session*, const nghttp2_frame* frame, const uint8_t* name,
                        size_t namelen, const uint8_t* value, size_t valuelen, uint8_t flags,
                        void* user);
+  // A field nghttp2 finds invalid (upper-case name, forbidden characters): by default it would
+  // drop just that field; RFC 9113 8.2.1 says the message is malformed, so the stream is reset
+  // (PROTOCOL_ERROR) and never reaches the owner.
+  static int on_invalid_header(nghttp2_session*, const nghttp2_frame*, const uint8_t*, size_t,
+                               const uint8_t*, size_t, uint8_t, void*) {
+    return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
+  }
   static int on_frame_recv(nghttp2_session*, const nghttp2_frame* frame, void* user);
   static int on_data_chunk(nghttp2_session*, uint8_t flags, int32_t id, const uint8_t* data,
                            size_t len, void* user);
@@ -354,6 +362,7 @@ Session::Session(Role role, const Limits& limits, Events& events, ServerEvents* 
   }
   nghttp2_session_callbacks_set_on_begin_headers_callback(cbs, on_begin_headers);
   nghttp2_session_callbacks_set_on_header_callback(cbs, on_header);
+  nghttp2_session_callbacks_set_on_invalid_header_callback(cbs, on_invalid_header);
   nghttp2_session_callbacks_set_on_frame_recv_callback(cbs, on_frame_recv);
   nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cbs, on_data_chunk);
   nghttp2_session_callbacks_set_on_stream_close_callback(cbs, on_stream_close);
@@ -1010,6 +1019,13 @@ void Session::shutdown() {
   nghttp2_submit_ping(s_, NGHTTP2_FLAG_NONE, k_shutdown_ping);
 }
 
+void Session::complete_shutdown() {
+  if (dead_ || !shutdown_pending_) return;
+  shutdown_pending_ = false;
+  nghttp2_submit_goaway(s_, NGHTTP2_FLAG_NONE, nghttp2_session_get_last_proc_stream_id(s_),
+                        NGHTTP2_NO_ERROR, nullptr, 0);
+}
+
 // --- failures ---
 
 bool Session::take_reset_token() {
@@ -1122,6 +1138,7 @@ Submit ServerSession::submit_response(StreamId stream, int status, std::span<con
   return impl_->submit_response(stream, status, headers, body);
 }
 void ServerSession::shutdown() { impl_->shutdown(); }
+void ServerSession::complete_shutdown() { impl_->complete_shutdown(); }
 
 ClientSession::ClientSession(const Limits& limits, ClientEvents& events)
     : SessionBase(std::make_unique<detail::Session>(detail::Role::Client, limits, events, nullptr,

@@ -323,6 +323,9 @@ class ServerSession : public SessionBase {
   // the meantime still complete. Open streams finish normally; then want_read() and
   // want_write() turn false. The owner bounds the wait (shutdown_timeout) and terminate()s.
   void shutdown();
+  // The final GOAWAY of a shutdown() now, without waiting for the PING's acknowledgement (a
+  // client that never answers it must not hold the connection open). No-op otherwise.
+  void complete_shutdown();
 };
 
 // The client side of one upstream connection (h2 over TLS, or h2c prior knowledge).

@@ -202,6 +202,19 @@ class Downstream final : public Connection<h2::ServerSession>,
   void on_drain() override {
     session_.shutdown();
     wake();
+    // A client gets one second to acknowledge the notice's PING (so requests already on the
+    // wire are still taken); then the final GOAWAY goes anyway.
+    asio::co_spawn(
+        worker_.io(),
+        [](std::weak_ptr<Downstream> weak) -> asio::awaitable<void> {
+          asio::steady_timer t(co_await asio::this_coro::executor, std::chrono::seconds(1));
+          co_await t.async_wait(use_nothrow);
+          if (auto self = weak.lock(); self && !self->ended_) {
+            self->session_.complete_shutdown();
+            self->wake();
+          }
+        }(weak_from_this()),
+        asio::detached);
   }
 
   asio::awaitable<void> run(std::string_view initial) {

@@ -908,6 +908,7 @@ asio::awaitable<bool> HttpSession::read_head() {
 
 asio::awaitable<void> HttpSession::send_parse_error(int status, std::string_view reason) {
   xs_->log.reset();
+  if (lane_) xs_->log.protocol = "HTTP/2";
   xs_->request_id.clear();
   append_uuid(xs_->request_id, worker_.random(), worker_.random());
   xs_->log.error = reason;
