@@ -84,6 +84,11 @@ struct Listener {
   Limits limits;                   // top-level limits with this listener's overrides applied
   std::optional<ListenerTls> tls;  // nullopt = cleartext
   bool redirect_to_https = false;  // only on a cleartext listener: answer 308 to https
+  // Accept a PROXY protocol v1/v2 header first (http, mqtt and tcp listeners): the address in it
+  // is the client's (net/proxy_protocol.h).
+  bool proxy_protocol = false;
+  std::string upstream;  // tcp and udp listeners: the upstream their bytes go to (required there)
+  Mark upstream_mark;    // the `upstream` value; line 0 when not written
   Mark mark;
 };
 
@@ -213,6 +218,9 @@ struct Upstream {
   Duration dns_ttl = std::chrono::seconds(30);
   Timeouts timeouts;
   std::optional<UpstreamTls> tls;  // nullopt = cleartext to the targets
+  // `proxy_protocol: v1 | v2`: each new connection to a target starts with a PROXY protocol
+  // header naming the client (tcp listeners and http exchanges); 0 = none.
+  int proxy_protocol = 0;
   Mark mark;
 };
 

@@ -79,9 +79,10 @@ constexpr std::string_view k_limits_keys[] = {
     "max_body"};
 constexpr Schema k_limits{"in 'limits'", k_limits_keys, {}};
 
-constexpr std::string_view k_listener_keys[] = {"name",   "listen", "protocol",
-                                                "limits", "tls",    "redirect_to_https"};
-constexpr std::string_view k_listener_later[] = {"http2", "proxy_protocol", "upstream"};
+constexpr std::string_view k_listener_keys[] = {"name",           "listen",  "protocol",
+                                                "limits",         "tls",     "redirect_to_https",
+                                                "proxy_protocol", "upstream"};
+constexpr std::string_view k_listener_later[] = {"http2"};
 constexpr Schema k_listener{"in a listener", k_listener_keys, k_listener_later};
 
 constexpr std::string_view k_listener_tls_keys[] = {"certificates", "min_version", "client_ca",
@@ -109,10 +110,11 @@ constexpr std::string_view k_basic_keys[] = {"realm"};
 constexpr Schema k_basic{"in 'basic'", k_basic_keys, {}};
 
 constexpr std::string_view k_upstream_keys[] = {
-    "targets",  "balance",         "hash_on",     "sticky",  "health_check", "outlier", "retries",
-    "protocol", "max_connections", "max_pending", "dns_ttl", "timeouts",     "tls"};
-constexpr std::string_view k_upstream_later[] = {"proxy_protocol"};
-constexpr Schema k_upstream{"in an upstream", k_upstream_keys, k_upstream_later};
+    "targets", "balance",  "hash_on",  "sticky",          "health_check",
+    "outlier", "retries",  "protocol", "max_connections", "max_pending",
+    "dns_ttl", "timeouts", "tls",      "proxy_protocol"};
+constexpr Schema k_upstream{"in an upstream", k_upstream_keys, {}};
+constexpr std::string_view k_proxy_protocol_versions[] = {"v1", "v2"};
 
 constexpr std::string_view k_upstream_tls_keys[] = {"sni", "verify", "ca"};
 constexpr Schema k_upstream_tls{"in an upstream's 'tls'", k_upstream_tls_keys, {}};
@@ -177,8 +179,7 @@ constexpr Schema k_deny{"in 'deny'", k_deny_keys, {}};
 // Enumerated values: accepted now / documented but not implemented yet.
 constexpr std::string_view k_log_levels[] = {"debug", "info", "warn", "error"};
 constexpr std::string_view k_access_formats[] = {"json", "combined"};
-constexpr std::string_view k_listener_protocols[] = {"http", "mqtt"};
-constexpr std::string_view k_listener_protocols_later[] = {"tcp", "udp"};
+constexpr std::string_view k_listener_protocols[] = {"http", "mqtt", "tcp", "udp"};
 constexpr std::string_view k_balances[] = {"round_robin", "least_conn", "p2c",
                                            "ring_hash",   "maglev",     "random"};
 // `hash_on: KIND` or `hash_on: KIND:NAME`.
@@ -640,6 +641,17 @@ class Loader {
       }
       if (l.protocol == "mqtt" && l.redirect_to_https) {
         error(l.mark, "listener " + quote(l.name) + ": 'redirect_to_https' is for http listeners");
+      }
+      // What an upstream behind a tcp/udp listener cannot do (yet).
+      const Upstream* u = l.upstream.empty() ? nullptr : config_.find_upstream(l.upstream);
+      if (u != nullptr && u->tls) {
+        error(l.upstream_mark, "listener " + quote(l.name) + ": upstream " + quote(u->name) +
+                                   " has 'tls', which a " + l.protocol +
+                                   " listener does not support in this version yet");
+      }
+      if (u != nullptr && l.protocol == "udp" && u->proxy_protocol != 0) {
+        error(l.upstream_mark, "listener " + quote(l.name) + ": upstream " + quote(u->name) +
+                                   " sends 'proxy_protocol', which a udp listener cannot carry");
       }
     }
     // A global limit needs the Redis it shares its counts through.
@@ -1223,14 +1235,15 @@ class Loader {
           error(entry.mark, "listener " + quote(listener.name) + " needs 'listen: HOST:PORT'");
         }
         if (const Field* protocol = f->get("protocol")) {
-          if (auto value = choice(protocol->value, "listener protocol", k_listener_protocols,
-                                  k_listener_protocols_later)) {
+          if (auto value = choice(protocol->value, "listener protocol", k_listener_protocols)) {
             listener.protocol = *value;
           }
         }
         if (const Field* limits = f->get("limits")) load_limits(limits->value, listener.limits);
         const Field* tls = f->get("tls");
-        if (tls) load_listener_tls(*tls, listener);
+        if (tls && listener.protocol != "tcp" && listener.protocol != "udp") {
+          load_listener_tls(*tls, listener);
+        }
         if (const Field* redirect = f->get("redirect_to_https")) {
           if (tls) {
             error(redirect->key_mark,
@@ -1240,8 +1253,49 @@ class Loader {
             listener.redirect_to_https = *on;
           }
         }
+        if (const Field* pp = f->get("proxy_protocol")) {
+          if (auto on = boolean(pp->value)) listener.proxy_protocol = *on;
+          if (listener.protocol == "udp" && listener.proxy_protocol) {
+            error(pp->key_mark,
+                  "'proxy_protocol' is for tcp, http and mqtt listeners (a udp "
+                  "listener has no connection to carry the header)");
+          }
+        }
+        load_listener_upstream(f->get("upstream"), f->get("tls"), entry.mark, listener);
       }
       if (has_address) add_listener(std::move(listener), name_mark, listen_mark);
+    }
+  }
+
+  // `upstream` on tcp/udp listeners (required there, refused elsewhere); what such a listener
+  // does not take (TLS termination, redirects).
+  void load_listener_upstream(const Field* upstream, const Field* tls, Mark entry_mark,
+                              Listener& listener) {
+    const bool l4 = listener.protocol == "tcp" || listener.protocol == "udp";
+    if (!l4) {
+      if (upstream) {
+        error(upstream->key_mark, "'upstream' is for tcp and udp listeners (an " +
+                                      listener.protocol + " listener forwards by its routes)");
+      }
+      return;
+    }
+    if (!upstream) {
+      error(entry_mark, "listener " + quote(listener.name) + " has 'protocol: " +
+                            listener.protocol + "' but no 'upstream' (the upstream its " +
+                            (listener.protocol == "tcp" ? "connections" : "datagrams") + " go to)");
+    } else if (auto name = upstream_reference(upstream->value)) {
+      listener.upstream = *name;
+      listener.upstream_mark = upstream->value.mark;
+    }
+    if (tls) {
+      error(tls->key_mark, "'tls' on a " + listener.protocol +
+                               " listener is not supported in this version yet (bytes are "
+                               "relayed as they are)");
+    }
+    if (listener.redirect_to_https) {
+      error(entry_mark,
+            "listener " + quote(listener.name) + ": 'redirect_to_https' is for http listeners");
+      listener.redirect_to_https = false;
     }
   }
 
@@ -1322,7 +1376,9 @@ class Loader {
         error(name_mark, "duplicate listener name " + quote(listener.name) +
                              " (first used at line " + std::to_string(other.mark.line) + ")");
       }
-      if (other.host == listener.host && other.port == listener.port) {
+      // (a udp and a tcp-based listener may share an address: they are different sockets)
+      if (other.host == listener.host && other.port == listener.port &&
+          (other.protocol == "udp") == (listener.protocol == "udp")) {
         error(listen_mark, "listener " + quote(listener.name) + " uses the address of listener " +
                                quote(other.name) + " (line " + std::to_string(other.mark.line) +
                                ")");
@@ -1749,6 +1805,11 @@ class Loader {
         load_timeouts(timeouts->value, upstream.timeouts);
       }
       if (const Field* tls = f->get("tls")) load_upstream_tls(tls->value, upstream);
+      if (const Field* pp = f->get("proxy_protocol")) {
+        if (auto v = choice(pp->value, "proxy_protocol version", k_proxy_protocol_versions)) {
+          upstream.proxy_protocol = *v == "v1" ? 1 : 2;
+        }
+      }
     } else if (!e.value.node.IsSequence()) {
       type_error(e.value, "a list of addresses or a map with 'targets'");
       has_targets = false;
