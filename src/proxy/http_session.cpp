@@ -1,6 +1,7 @@
 #include "proxy/http_session.h"
 #include "proxy/access_log.h"
 #include "proxy/hold.h"
+#include "proxy/proxy_header.h"
 #include "proxy/upstream_call.h"
 #include "proxy/websocket_bridge.h"
 
@@ -522,6 +523,7 @@ class HttpSession final : public server::Session {
       }
       client_ip_ = addr.to_string();
     }
+    addrs_ = connection_addresses(socket_);
     worker_.add_session(this);
   }
   ~HttpSession() override {
@@ -665,6 +667,7 @@ class HttpSession final : public server::Session {
   bool redirect_to_https_ = false;
   std::string listener_name_;
   std::string client_ip_;
+  Addresses addrs_;  // client and local address (from a PROXY header on such a listener)
   Watchdog down_wd_;
   Watchdog up_wd_;
   std::shared_ptr<const Snapshot> snap_;
@@ -705,6 +708,18 @@ asio::awaitable<void> HttpSession::run() {
   if (snap_->config.admin) conn_metrics_ = metrics_;
   conn_listener_ = listener_index_;
   if (conn_metrics_) conn_metrics_->connection_opened(conn_listener_);
+  if (const config::Listener* l = listener(); l != nullptr && l->proxy_protocol) {
+    // The L4 balancer in front names the client first (before TLS, as the spec orders).
+    std::string_view why =
+        co_await accept_proxy_header(socket_, down_wd_, limits_.header_timeout, addrs_);
+    if (!why.empty()) {
+      log::warn("listener {}: PROXY header from {} refused: {}", listener_name_, client_ip_, why);
+      error_code ignored;
+      socket_.close(ignored);
+      co_return;
+    }
+    client_ip_ = addrs_.client.ip;
+  }
   if (auto it = snap_->listener_tls.find(listener_name_); it != snap_->listener_tls.end()) {
     if (!co_await handshake(it->second)) {
       error_code ignored;
@@ -1566,12 +1581,20 @@ asio::awaitable<HttpSession::Next> HttpSession::forward(const CompiledUpstream& 
     const std::string& ip = target->dynamic ? dynamic_ip : target->ip;
     const std::string& key = target->dynamic ? dynamic_key : target->key;
     const bool replayable = replay_ok && method_retryable;
-    conn = worker_.pool().acquire(key, uc.timeouts.idle, replayable);
+    // A connection that began with a PROXY header speaks for one client: pooled for it alone.
+    const std::string pp_key =
+        uc.proxy_protocol != 0 ? proxy_pool_key(key, addrs_.client) : std::string();
+    const std::string& pool_key = pp_key.empty() ? key : pp_key;
+    conn = worker_.pool().acquire(pool_key, uc.timeouts.idle, replayable);
     bool reused = conn != nullptr;
     if (!conn) {
       conn = std::make_unique<UpstreamConnection>(worker_.io());
-      conn->key = key;
+      conn->key = pool_key;
       last = co_await connect_target(conn->socket, ip, target->port, uc.timeouts.connect, up_wd_);
+      if (!last && uc.proxy_protocol != 0) {
+        last = co_await send_proxy_header(conn->socket, uc.proxy_protocol, addrs_, up_wd_,
+                                          uc.timeouts.connect);
+      }
       if (!last && up.tls) {
         last = co_await upstream_handshake(*conn, up, *target, key, up_wd_, uc.timeouts.connect);
       }
@@ -2199,6 +2222,7 @@ asio::awaitable<HttpSession::Next> HttpSession::bridge(const CompiledRoute& rout
     }
     b.extra_headers.emplace_back(to_lower_ascii(h.name), std::string(h.value));
   }
+  b.source = addrs_;
   b.extra_headers.emplace_back("x-forwarded-for", client_ip_);
   b.extra_headers.emplace_back("x-forwarded-proto", tls_ ? "https" : "http");
   if (!x.consumer().empty()) b.extra_headers.emplace_back("x-consumer", std::string(x.consumer()));

@@ -88,6 +88,10 @@ asio::awaitable<std::string_view> accept_proxy_header(tcp::socket& socket, serve
   }
 }
 
+std::string proxy_pool_key(const std::string& key, const net::ProxyEndpoint& client) {
+  return key + "|from " + client.ip + ":" + std::to_string(client.port);
+}
+
 asio::awaitable<Error> send_proxy_header(tcp::socket& socket, int version, const Addresses& addrs,
                                          server::Watchdog& wd, Duration timeout) {
   std::string header = addrs.client.ip.empty() || addrs.local.ip.empty()

@@ -44,6 +44,10 @@ Addresses connection_addresses(const tcp::socket& socket);
 asio::awaitable<std::string_view> accept_proxy_header(tcp::socket& socket, server::Watchdog& wd,
                                                       Duration timeout, Addresses& addrs);
 
+// The keep-alive pool key of a connection to a target that began with a PROXY header for
+// `client`: such a connection may only carry that client's requests again.
+std::string proxy_pool_key(const std::string& key, const net::ProxyEndpoint& client);
+
 // Writes the version 1 or 2 header for `addrs` first on a fresh connection to a target.
 asio::awaitable<Error> send_proxy_header(tcp::socket& socket, int version, const Addresses& addrs,
                                          server::Watchdog& wd, Duration timeout);

@@ -284,12 +284,19 @@ asio::awaitable<CallResult> call_upstream(server::Worker& worker, const server::
     }
     const std::string& ip = target->dynamic ? dynamic_ip : target->ip;
     const std::string& key = target->dynamic ? dynamic_key : target->key;
-    conn = worker.pool().acquire(key, uc.timeouts.idle, method_retryable);
+    const std::string pp_key =
+        uc.proxy_protocol != 0 ? proxy_pool_key(key, req.source.client) : std::string();
+    const std::string& pool_key = pp_key.empty() ? key : pp_key;
+    conn = worker.pool().acquire(pool_key, uc.timeouts.idle, method_retryable);
     const bool reused = conn != nullptr;
     if (!conn) {
       conn = std::make_unique<UpstreamConnection>(worker.io());
-      conn->key = key;
+      conn->key = pool_key;
       last = co_await connect_target(conn->socket, ip, target->port, uc.timeouts.connect, wd);
+      if (!last && uc.proxy_protocol != 0) {
+        last = co_await send_proxy_header(conn->socket, uc.proxy_protocol, req.source, wd,
+                                          uc.timeouts.connect);
+      }
       if (!last && up.tls) {
         last = co_await upstream_handshake(*conn, up, *target, key, wd, uc.timeouts.connect);
       }

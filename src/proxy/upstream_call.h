@@ -34,6 +34,7 @@
 
 #include "core/duration.h"
 #include "core/error.h"
+#include "proxy/proxy_header.h"
 #include "server/asio.h"
 
 namespace sluice::server {
@@ -63,6 +64,9 @@ struct CallRequest {
   std::string request_id;           // x-request-id; empty = a new random UUID
   std::string traceparent;          // a W3C traceparent to continue; empty or invalid = a new trace
   size_t max_response_body = 1024 * 1024;  // beyond this the body is cut (body_truncated)
+  // The client's connection, named in the PROXY header to an upstream with `proxy_protocol`
+  // (empty addresses: the header says LOCAL / UNKNOWN).
+  Addresses source;
 };
 
 struct CallResult {

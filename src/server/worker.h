@@ -17,6 +17,8 @@
 #include <unordered_set>
 #include <vector>
 
+#include <boost/asio/ip/udp.hpp>
+
 #include "server/asio.h"
 #include "server/snapshot.h"
 #include "stats/rates.h"
@@ -100,7 +102,7 @@ class Session {
 struct ListenerSocket {
   std::string key;   // "host:port"
   std::string name;  // listener name
-  int fd = -1;       // bound + listening, SO_REUSEPORT; the worker takes ownership
+  int fd = -1;  // bound (+ listening for TCP), SO_REUSEPORT; the worker takes ownership
 };
 
 class Worker {
@@ -145,6 +147,7 @@ class Worker {
 
  private:
   void open_listener(ListenerSocket ls);
+  void close_listener(const std::string& key);
   asio::awaitable<void> accept_loop(std::shared_ptr<tcp::acceptor> acceptor, std::string name);
   asio::awaitable<void> housekeeping();
   // (Re)creates the Redis client when `rate_limits.redis` changed; worker thread.
@@ -161,6 +164,8 @@ class Worker {
   std::thread thread_;
   std::shared_ptr<const Snapshot> snapshot_;
   std::map<std::string, std::shared_ptr<tcp::acceptor>> acceptors_;
+  // `protocol: udp` listeners: the socket their loop (proxy/udp_session.h) receives on.
+  std::map<std::string, std::shared_ptr<asio::ip::udp::socket>> udp_sockets_;
   // Per-worker balancer state (round robin positions...), rebuilt when the snapshot changes;
   // hash balancers are immutable tables shared from the snapshot.
   std::vector<upstream::Balancer*> balancers_;

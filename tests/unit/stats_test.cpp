@@ -494,7 +494,7 @@ TEST(Metrics, MemoryPerWorkerFollowsTheLayout) {
   }
   for (int i = 0; i < 4; ++i) listeners.push_back("l" + std::to_string(i));
   WorkerMetrics m(make_layout(routes, upstreams, targets, listeners));
-  const size_t counters = 101 * 14 + 5 * 8 + 21 * 4 + (20 * 6 + 1) * 6;
+  const size_t counters = 101 * 14 + 5 * 9 + 21 * 4 + (20 * 6 + 1) * 6;
   const size_t expected = (counters + 7) / 8 * 64 + size_t{101 + 21} * 128;
   EXPECT_EQ(m.memory_bytes(), expected);
   EXPECT_EQ(sizeof(Histogram), 128u);

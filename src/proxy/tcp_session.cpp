@@ -1,0 +1,340 @@
+#include "proxy/tcp_session.h"
+
+#include <algorithm>
+#include <chrono>
+#include <optional>
+#include <vector>
+
+#include <boost/asio/experimental/awaitable_operators.hpp>
+
+#include "core/log.h"
+#include "proxy/access_log.h"
+#include "proxy/hold.h"
+#include "proxy/proxy_header.h"
+#include "proxy/upstream_call.h"
+#include "server/snapshot.h"
+#include "server/watchdog.h"
+#include "server/worker.h"
+#include "stats/metrics.h"
+#include "upstream/balancer.h"
+#include "upstream/target_state.h"
+
+namespace sluice::proxy {
+namespace {
+
+using server::CompiledTarget;
+using server::CompiledUpstream;
+using server::Snapshot;
+using server::Watchdog;
+using server::Worker;
+using Clock = std::chrono::steady_clock;
+
+constexpr size_t kSmallBuffer = 16 * 1024;
+constexpr size_t kLargeBuffer = 256 * 1024;
+
+// Where the session stands, for draining: only a connection being set up is closed by a drain.
+enum class Phase { Setup, Relaying };
+
+class TcpSession final : public server::Session {
+ public:
+  TcpSession(Worker& worker, tcp::socket socket, std::string listener)
+      : worker_(worker),
+        client_(std::move(socket)),
+        upstream_(client_.get_executor()),
+        listener_name_(std::move(listener)),
+        wd_(client_.get_executor()),
+        idle_timer_(client_.get_executor()) {
+    addrs_ = connection_addresses(client_);
+    worker_.add_session(this);
+  }
+  ~TcpSession() override {
+    if (conn_metrics_) conn_metrics_->connection_closed(conn_listener_);
+    worker_.remove_session(this);
+  }
+
+  void on_drain() override {
+    if (phase_ != Phase::Setup) return;
+    error_code ignored;
+    client_.cancel(ignored);
+    upstream_.cancel(ignored);
+  }
+
+  asio::awaitable<void> run();
+
+ private:
+  asio::awaitable<Error> connect_upstream(const CompiledUpstream& up);
+  // Relays `from` -> `to` until EOF (then half-closes `to`) or an error (then ends both ways).
+  asio::awaitable<void> pump(tcp::socket& from, tcp::socket& to, uint64_t& count, bool inbound);
+  asio::awaitable<void> idle_watch(Duration idle);
+  // Ends both directions now. `reset`: the other side gets a reset too (SO_LINGER 0).
+  void abort(std::string_view why, bool reset);
+  void write_log(const Error& error);
+
+  Worker& worker_;
+  tcp::socket client_;
+  tcp::socket upstream_;
+  std::string listener_name_;
+  Addresses addrs_;
+  Watchdog wd_;
+  asio::steady_timer idle_timer_;
+  Phase phase_ = Phase::Setup;
+
+  std::shared_ptr<const Snapshot> snap_;
+  const config::Listener* listener_ = nullptr;
+  int listener_index_ = -1;
+  int upstream_index_ = -1;
+  std::shared_ptr<stats::WorkerMetrics> conn_metrics_;
+  int conn_listener_ = -1;
+
+  Hold<int64_t> slot_;         // counts in the upstream's max_connections
+  Hold<uint32_t> target_load_;  // the target's in-flight count (least_conn, p2c)
+  const CompiledTarget* target_ = nullptr;
+  int attempts_ = 0;
+  Clock::time_point start_ = Clock::now();
+  std::optional<Clock::duration> connect_time_;
+  uint64_t bytes_in_ = 0, bytes_out_ = 0;  // from / to the client
+  Clock::time_point last_activity_ = Clock::now();
+  int pumps_done_ = 0;
+  bool aborted_ = false;
+  std::string_view end_reason_;  // why the relay ended early ("" = both sides closed)
+};
+
+asio::awaitable<void> TcpSession::run() {
+  snap_ = worker_.snapshot();
+  const auto& listeners = snap_->config.listeners;
+  for (size_t i = 0; i < listeners.size(); ++i) {
+    if (listeners[i].name == listener_name_) {
+      listener_ = &listeners[i];
+      listener_index_ = static_cast<int>(i);
+    }
+  }
+  for (size_t i = 0; listener_ != nullptr && i < snap_->upstreams.size(); ++i) {
+    if (snap_->upstreams[i].config->name == listener_->upstream) upstream_index_ = static_cast<int>(i);
+  }
+  if (listener_ == nullptr || upstream_index_ < 0) co_return;  // (a reload removed it meanwhile)
+  if (snap_->config.admin) {
+    conn_metrics_ = worker_.metrics();
+    conn_listener_ = listener_index_;
+    conn_metrics_->connection_opened(conn_listener_);
+  }
+
+  error_code ignored;
+  if (listener_->proxy_protocol) {
+    std::string_view why =
+        co_await accept_proxy_header(client_, wd_, listener_->limits.header_timeout, addrs_);
+    if (!why.empty()) {
+      log::warn("tcp listener {}: PROXY header from {} refused: {}", listener_name_,
+                addrs_.client.ip, why);
+      write_log(Error{Source::Downstream, ErrorKind::BadRequest});
+      client_.close(ignored);
+      co_return;
+    }
+  }
+  if (worker_.draining()) {
+    client_.close(ignored);
+    co_return;
+  }
+
+  const CompiledUpstream& up = snap_->upstreams[upstream_index_];
+  Error error = co_await connect_upstream(up);
+  if (error) {
+    write_log(error);
+    client_.close(ignored);
+    co_return;
+  }
+
+  phase_ = Phase::Relaying;
+  client_.set_option(tcp::no_delay(true), ignored);
+  last_activity_ = Clock::now();
+  using namespace asio::experimental::awaitable_operators;
+  co_await (pump(client_, upstream_, bytes_in_, true) &&
+            pump(upstream_, client_, bytes_out_, false) && idle_watch(up.config->timeouts.idle));
+  write_log(Error{});
+  client_.close(ignored);
+  upstream_.close(ignored);
+}
+
+asio::awaitable<Error> TcpSession::connect_upstream(const CompiledUpstream& up) {
+  const config::Upstream& uc = *up.config;
+  upstream::UpstreamCounters& counters = *up.counters;
+  // Circuit breaker: one slot per connection under max_connections, or refused at once.
+  int64_t active = counters.active.load(std::memory_order_relaxed);
+  for (;;) {
+    if (active >= static_cast<int64_t>(uc.max_connections)) {
+      co_return Error{Source::Upstream, ErrorKind::CircuitOpen};
+    }
+    if (counters.active.compare_exchange_weak(active, active + 1, std::memory_order_relaxed)) {
+      break;
+    }
+  }
+  slot_ = Hold<int64_t>::adopt(counters.active);
+
+  const std::shared_ptr<stats::WorkerMetrics> metrics =
+      snap_->config.admin && worker_.snapshot() == snap_ ? worker_.metrics() : nullptr;
+  upstream::PickContext ctx;
+  ctx.random = worker_.random();
+  ctx.hash = upstream::hash_key(addrs_.client.ip);  // the one key an L4 connection has
+  std::vector<uint32_t> load;
+  if (up.algorithm == upstream::Algorithm::LeastConn || up.algorithm == upstream::Algorithm::P2C) {
+    load.resize(up.targets.size());
+    for (size_t i = 0; i < up.targets.size(); ++i) {
+      load[i] = up.targets[i].state->in_flight.load(std::memory_order_relaxed);
+    }
+    ctx.load = &load;
+  }
+  const int max_tries = 1 + (uc.retries.on_connect_failure ? std::max(0, uc.retries.attempts) : 0);
+  std::vector<bool> tried(up.targets.size(), false), excluded, fresh;
+  Error last{Source::Upstream, ErrorKind::NoTarget};
+  const auto connect_started = Clock::now();
+  for (int attempt = 0; attempt < max_tries && !worker_.draining(); ++attempt) {
+    const int64_t now_ms = upstream::steady_now_ms();
+    excluded.assign(up.targets.size(), false);
+    bool any = false;
+    for (size_t i = 0; i < up.targets.size(); ++i) {
+      excluded[i] = !up.targets[i].state->available(now_ms);
+      any = any || !excluded[i];
+    }
+    if (!any) break;
+    fresh.assign(excluded.begin(), excluded.end());
+    for (size_t i = 0; i < tried.size(); ++i) fresh[i] = fresh[i] || tried[i];
+    upstream::Balancer& balancer = worker_.balancer(*snap_, static_cast<size_t>(upstream_index_));
+    std::optional<size_t> pick = balancer.pick(ctx, fresh);
+    if (!pick) pick = balancer.pick(ctx, excluded);  // every target tried: one again
+    if (!pick) break;
+    if (attempt > 0 && metrics) {
+      metrics->retry(upstream_index_, stats::RetryReason::ConnectFailure);
+    }
+    const CompiledTarget& target = up.targets[*pick];
+    tried[*pick] = true;
+    ++attempts_;
+    target_ = &target;
+    target_load_ = Hold(target.state->in_flight);
+    const std::string ip = target.dynamic ? target.state->ip() : target.ip;
+    error_code ignored;
+    upstream_.close(ignored);  // (a failed attempt's socket)
+    const auto attempt_started = Clock::now();
+    last = co_await connect_target(upstream_, ip, target.port, uc.timeouts.connect, wd_);
+    if (!last && uc.proxy_protocol != 0) {
+      last = co_await send_proxy_header(upstream_, uc.proxy_protocol, addrs_, wd_,
+                                        uc.timeouts.connect);
+    }
+    upstream::record_outcome(*target.state, up.states, up.outlier, static_cast<bool>(last),
+                             upstream::steady_now_ms());
+    if (!last) {
+      connect_time_ = Clock::now() - connect_started;
+      co_return Error{};
+    }
+    if (metrics) {
+      metrics->upstream_request(upstream_index_, static_cast<int>(*pick), 0,
+                                Clock::now() - attempt_started);
+    }
+    log::warn("upstream {} target {}: {} (tcp listener {})", uc.name, target.address,
+              last.reason(), listener_name_);
+    target_load_.reset();
+  }
+  error_code ignored;
+  upstream_.close(ignored);
+  if (worker_.draining()) co_return Error{Source::Internal, ErrorKind::Draining};
+  co_return last;
+}
+
+asio::awaitable<void> TcpSession::pump(tcp::socket& from, tcp::socket& to, uint64_t& count,
+                                       bool inbound) {
+  server::IoBuffer buf = worker_.buffers().take(kSmallBuffer);
+  for (;;) {
+    auto [ec, n] = co_await from.async_read_some(asio::buffer(buf.data(), buf.size()), use_nothrow);
+    if (ec) {
+      if (ec == asio::error::eof && !aborted_) {
+        // Half-close: this side will send no more; tell the other one and keep the reverse
+        // direction going.
+        error_code ignored;
+        to.shutdown(tcp::socket::shutdown_send, ignored);
+      } else if (!aborted_) {
+        const bool reset = ec == asio::error::connection_reset;
+        abort(inbound ? (reset ? "client reset" : "client read failed")
+                      : (reset ? "upstream reset" : "upstream read failed"),
+              reset);
+      }
+      break;
+    }
+    last_activity_ = Clock::now();
+    count += n;
+    if (conn_metrics_) conn_metrics_->bytes(conn_listener_, inbound ? n : 0, inbound ? 0 : n);
+    auto [wec, written] = co_await asio::async_write(to, asio::buffer(buf.data(), n), use_nothrow);
+    if (wec) {
+      if (!aborted_) abort(inbound ? "upstream write failed" : "client write failed", true);
+      break;
+    }
+    last_activity_ = Clock::now();
+    if (n == buf.size() && buf.size() < kLargeBuffer) {  // a bulk transfer: bigger reads
+      worker_.buffers().give(std::move(buf));
+      buf = worker_.buffers().take(kLargeBuffer);
+    }
+  }
+  worker_.buffers().give(std::move(buf));
+  if (++pumps_done_ == 2) idle_timer_.cancel();
+}
+
+asio::awaitable<void> TcpSession::idle_watch(Duration idle) {
+  while (pumps_done_ < 2) {
+    const auto deadline = last_activity_ + idle;
+    if (Clock::now() >= deadline) {
+      abort("idle timeout", false);
+      co_return;
+    }
+    idle_timer_.expires_at(deadline);
+    co_await idle_timer_.async_wait(use_nothrow);
+  }
+}
+
+void TcpSession::abort(std::string_view why, bool reset) {
+  aborted_ = true;
+  if (end_reason_.empty()) end_reason_ = why;
+  error_code ignored;
+  if (reset) {
+    // Pass the reset on rather than a clean close the peer could take for a complete stream.
+    client_.set_option(asio::socket_base::linger(true, 0), ignored);
+    upstream_.set_option(asio::socket_base::linger(true, 0), ignored);
+  }
+  client_.cancel(ignored);
+  upstream_.cancel(ignored);
+  idle_timer_.cancel();
+}
+
+// One line per connection (SPEC.md section 6): protocol "tcp", status 200 once a target was
+// connected (else the status an HTTP client would have had: 400 bad PROXY header, 502/504 connect
+// failed / timed out, 503 no target or circuit open), bytes each way, the target, upstream_ms =
+// the time to connect, error = why the gateway ended it early (idle timeout, a reset), if it did.
+void TcpSession::write_log(const Error& error) {
+  worker_.top_requests().add(addrs_.client.ip, 1);
+  worker_.top_bytes().add(addrs_.client.ip, bytes_in_ + bytes_out_);
+  if (!log::access_enabled()) return;
+  AccessRecord r;
+  r.client_ip = addrs_.client.ip;
+  r.listener = listener_name_;
+  r.protocol = "tcp";
+  r.status = error.status();
+  r.bytes_in = bytes_in_;
+  r.bytes_out = bytes_out_;
+  r.duration_us =
+      std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - start_).count();
+  if (upstream_index_ >= 0) r.upstream = snap_->upstreams[upstream_index_].config->name;
+  if (target_ != nullptr) r.target = target_->address;
+  if (connect_time_) {
+    r.upstream_us = std::chrono::duration_cast<std::chrono::microseconds>(*connect_time_).count();
+  }
+  r.attempts = attempts_;
+  r.error = error ? error.reason() : end_reason_;
+  if (error.kind == ErrorKind::BadRequest) r.error = "bad PROXY protocol header";
+  write_access(r, snap_->config.log.access_format == "combined");
+}
+
+}  // namespace
+
+asio::awaitable<void> serve_tcp(server::Worker& worker, tcp::socket socket,
+                                std::string listener_name) {
+  TcpSession session(worker, std::move(socket), std::move(listener_name));
+  co_await session.run();
+}
+
+}  // namespace sluice::proxy
