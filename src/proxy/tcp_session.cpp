@@ -86,7 +86,7 @@ class TcpSession final : public server::Session {
   std::shared_ptr<stats::WorkerMetrics> conn_metrics_;
   int conn_listener_ = -1;
 
-  Hold<int64_t> slot_;         // counts in the upstream's max_connections
+  Hold<int64_t> slot_;          // counts in the upstream's max_connections
   Hold<uint32_t> target_load_;  // the target's in-flight count (least_conn, p2c)
   const CompiledTarget* target_ = nullptr;
   int attempts_ = 0;
@@ -109,7 +109,8 @@ asio::awaitable<void> TcpSession::run() {
     }
   }
   for (size_t i = 0; listener_ != nullptr && i < snap_->upstreams.size(); ++i) {
-    if (snap_->upstreams[i].config->name == listener_->upstream) upstream_index_ = static_cast<int>(i);
+    if (snap_->upstreams[i].config->name == listener_->upstream)
+      upstream_index_ = static_cast<int>(i);
   }
   if (listener_ == nullptr || upstream_index_ < 0) co_return;  // (a reload removed it meanwhile)
   if (snap_->config.admin) {
@@ -228,8 +229,8 @@ asio::awaitable<Error> TcpSession::connect_upstream(const CompiledUpstream& up) 
       metrics->upstream_request(upstream_index_, static_cast<int>(*pick), 0,
                                 Clock::now() - attempt_started);
     }
-    log::warn("upstream {} target {}: {} (tcp listener {})", uc.name, target.address,
-              last.reason(), listener_name_);
+    log::warn("upstream {} target {}: {} (tcp listener {})", uc.name, target.address, last.reason(),
+              listener_name_);
     target_load_.reset();
   }
   error_code ignored;

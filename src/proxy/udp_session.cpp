@@ -36,8 +36,8 @@ struct UdpSession {
   std::shared_ptr<const Snapshot> snap;
   int upstream_index = -1;
   const CompiledTarget* target = nullptr;
-  Hold<int64_t> slot;         // the upstream's max_connections
-  Hold<uint32_t> target_load;  // the target's in-flight count
+  Hold<int64_t> slot;                             // the upstream's max_connections
+  Hold<uint32_t> target_load;                     // the target's in-flight count
   std::shared_ptr<stats::WorkerMetrics> metrics;  // the block the session was opened on
   int metrics_listener = -1;
   Clock::time_point start = Clock::now();
@@ -222,8 +222,9 @@ asio::awaitable<void> reply_loop(std::shared_ptr<UdpListener> l, std::shared_ptr
                                  upstream::steady_now_ms());
         log::warn("upstream {} target {}: {} (udp listener {})", up.config->name,
                   s->target->address, rec.message(), l->name);
-        end_session(*l, s, rec == asio::error::connection_refused ? "upstream refused"
-                                                                  : "upstream receive failed");
+        end_session(*l, s,
+                    rec == asio::error::connection_refused ? "upstream refused"
+                                                           : "upstream receive failed");
         co_return;
       }
       s->last_activity = Clock::now();
@@ -246,8 +247,8 @@ asio::awaitable<void> sweep_loop(std::shared_ptr<UdpListener> l) {
     if (auto [li, ui] = find_indexes(*l->worker.snapshot(), l->name); ui >= 0) {
       idle = l->worker.snapshot()->upstreams[ui].config->timeouts.idle;
     }
-    auto interval = std::clamp<Duration>(idle / 4, std::chrono::milliseconds(10),
-                                         std::chrono::seconds(1));
+    auto interval =
+        std::clamp<Duration>(idle / 4, std::chrono::milliseconds(10), std::chrono::seconds(1));
     l->sweep_timer.expires_after(interval);
     co_await l->sweep_timer.async_wait(use_nothrow);
     if (l->closed) co_return;
@@ -303,8 +304,9 @@ asio::awaitable<void> serve_udp(server::Worker& worker, std::shared_ptr<udp::soc
       const auto& up = s->snap->upstreams[s->upstream_index];
       upstream::record_outcome(*s->target->state, up.states, up.outlier, true,
                                upstream::steady_now_ms());
-      end_session(*l, s,
-                  sec == asio::error::connection_refused ? "upstream refused" : "upstream send failed");
+      end_session(
+          *l, s,
+          sec == asio::error::connection_refused ? "upstream refused" : "upstream send failed");
       continue;
     }
     s->bytes_in += n;

@@ -291,7 +291,8 @@ asio::awaitable<void> Worker::accept_loop(std::shared_ptr<tcp::acceptor> accepto
     for (const auto& l : snapshot_->config.listeners) {
       if (l.name == name) listener = &l;
     }
-    const std::string_view protocol = listener != nullptr ? listener->protocol : "http";
+    const std::string_view protocol =
+        listener != nullptr ? std::string_view(listener->protocol) : std::string_view("http");
     auto session = protocol == "mqtt"  ? proxy::serve_mqtt(*this, std::move(socket), name)
                    : protocol == "tcp" ? proxy::serve_tcp(*this, std::move(socket), name)
                                        : proxy::serve_http(*this, std::move(socket), name);

@@ -102,7 +102,7 @@ class Session {
 struct ListenerSocket {
   std::string key;   // "host:port"
   std::string name;  // listener name
-  int fd = -1;  // bound (+ listening for TCP), SO_REUSEPORT; the worker takes ownership
+  int fd = -1;       // bound (+ listening for TCP), SO_REUSEPORT; the worker takes ownership
 };
 
 class Worker {

@@ -105,6 +105,7 @@ struct ListenerTotals {
   uint64_t connections_opened = 0;
   uint64_t connections_closed = 0;
   std::array<uint64_t, kMqttResults> mqtt_messages{};  // by MqttResult
+  uint64_t udp_dropped = 0;  // datagrams a udp listener could not relay (table full, no target)
 
   // opened - closed, or 0 while a close recorded on another block is seen before its open.
   uint64_t connections_active() const;

@@ -263,7 +263,7 @@ def tcp_lines(gw, n: int, protocol: str = "tcp", timeout: float = 5.0) -> list[d
 def test_tcp_echo_relays_bytes_unchanged_both_ways_and_logs_one_line(gateway_factory, servers):
     echo = servers("echo")
     cfg, port, admin = tcp_config({"targets": [echo.address]})
-    gw = gateway_factory(cfg, port=port)
+    gw = gateway_factory(cfg, port=admin)
     payload = bytes(range(256)) * 4096  # 1 MiB, every byte value
     with connect(port) as c:
         sender = threading.Thread(target=c.sendall, args=(payload,))
@@ -284,8 +284,8 @@ def test_tcp_echo_relays_bytes_unchanged_both_ways_and_logs_one_line(gateway_fac
 
 
 def test_redis_cli_talks_to_redis_server_through_the_tcp_listener(gateway_factory, redis_server):
-    cfg, port, _ = tcp_config({"targets": [redis_server.address]})
-    gw = gateway_factory(cfg, port=port)
+    cfg, port, admin = tcp_config({"targets": [redis_server.address]})
+    gw = gateway_factory(cfg, port=admin)
 
     def cli(*args):
         out = subprocess.run(["redis-cli", "-h", HOST, "-p", str(port), *args],
@@ -305,8 +305,8 @@ def test_redis_cli_talks_to_redis_server_through_the_tcp_listener(gateway_factor
 
 def test_connections_are_balanced_over_the_targets(gateway_factory, servers):
     a, b = servers("name", prefix=b"A"), servers("name", prefix=b"B")
-    cfg, port, _ = tcp_config({"targets": [a.address, b.address], "balance": "round_robin"})
-    gateway_factory(cfg, port=port)
+    cfg, port, admin = tcp_config({"targets": [a.address, b.address], "balance": "round_robin"})
+    gateway_factory(cfg, port=admin)
     seen = []
     for _ in range(6):
         with connect(port) as c:
@@ -316,8 +316,8 @@ def test_connections_are_balanced_over_the_targets(gateway_factory, servers):
 
 def test_ring_hash_keeps_one_client_ip_on_one_target(gateway_factory, servers):
     a, b = servers("name", prefix=b"A"), servers("name", prefix=b"B")
-    cfg, port, _ = tcp_config({"targets": [a.address, b.address], "balance": "ring_hash"})
-    gateway_factory(cfg, port=port)
+    cfg, port, admin = tcp_config({"targets": [a.address, b.address], "balance": "ring_hash"})
+    gateway_factory(cfg, port=admin)
     per_source = {}
     for src in ("127.0.0.2", "127.0.0.3", "127.0.0.4", "127.0.0.5", "127.0.0.6", "127.0.0.7"):
         got = set()
@@ -333,7 +333,7 @@ def test_a_dead_target_is_retried_on_another_and_then_ejected(gateway_factory, s
     dead = f"{HOST}:{free_port()}"  # nothing listens: connection refused
     cfg, port, admin = tcp_config({"targets": [dead, live.address], "balance": "round_robin",
                                    "outlier": {"consecutive_failures": 2, "ejection_time": "30s"}})
-    gw = gateway_factory(cfg, port=port)
+    gw = gateway_factory(cfg, port=admin)
     for _ in range(6):
         with connect(port) as c:
             assert recv_exact(c, 1) == b"L"  # every connection lands on the live target
@@ -349,8 +349,8 @@ def test_a_dead_target_is_retried_on_another_and_then_ejected(gateway_factory, s
 
 def test_no_available_target_closes_the_connection_and_logs_502(gateway_factory):
     dead = f"{HOST}:{free_port()}"
-    cfg, port, _ = tcp_config({"targets": [dead], "retries": {"attempts": 0}})
-    gw = gateway_factory(cfg, port=port)
+    cfg, port, admin = tcp_config({"targets": [dead], "retries": {"attempts": 0}})
+    gw = gateway_factory(cfg, port=admin)
     with connect(port) as c:
         assert closed_without_data(c)
     (line,) = tcp_lines(gw, 1)
@@ -360,8 +360,8 @@ def test_no_available_target_closes_the_connection_and_logs_502(gateway_factory)
 
 def test_half_close_client_shuts_write_and_still_gets_the_reply(gateway_factory, servers):
     drain = servers("drain")
-    cfg, port, _ = tcp_config({"targets": [drain.address]})
-    gw = gateway_factory(cfg, port=port)
+    cfg, port, admin = tcp_config({"targets": [drain.address]})
+    gw = gateway_factory(cfg, port=admin)
     with connect(port) as c:
         c.sendall(b"x" * 100_000)
         c.shutdown(socket.SHUT_WR)  # the server replies only once it saw our EOF
@@ -390,8 +390,8 @@ def test_upstream_half_close_reaches_the_client_which_can_still_send(gateway_fac
         conn.close()
     t = threading.Thread(target=serve, daemon=True)
     t.start()
-    cfg, port, _ = tcp_config({"targets": [f"{HOST}:{srv.getsockname()[1]}"]})
-    gateway_factory(cfg, port=port)
+    cfg, port, admin = tcp_config({"targets": [f"{HOST}:{srv.getsockname()[1]}"]})
+    gateway_factory(cfg, port=admin)
     with connect(port) as c:
         assert recv_all(c) == b"hello"  # EOF arrives: the upstream half-closed
         c.sendall(b"late words")
@@ -403,8 +403,8 @@ def test_upstream_half_close_reaches_the_client_which_can_still_send(gateway_fac
 
 def test_idle_connection_is_closed_after_the_upstream_idle_timeout(gateway_factory, servers):
     echo = servers("echo")
-    cfg, port, _ = tcp_config({"targets": [echo.address], "timeouts": {"idle": "400ms"}})
-    gw = gateway_factory(cfg, port=port)
+    cfg, port, admin = tcp_config({"targets": [echo.address], "timeouts": {"idle": "400ms"}})
+    gw = gateway_factory(cfg, port=admin)
     with connect(port) as c:
         c.sendall(b"ping")
         assert recv_exact(c, 4) == b"ping"
@@ -417,8 +417,8 @@ def test_idle_connection_is_closed_after_the_upstream_idle_timeout(gateway_facto
 
 def test_max_connections_refuses_beyond_the_limit(gateway_factory, servers):
     hold = servers("hold")
-    cfg, port, _ = tcp_config({"targets": [hold.address], "max_connections": 1})
-    gw = gateway_factory(cfg, port=port)
+    cfg, port, admin = tcp_config({"targets": [hold.address], "max_connections": 1})
+    gw = gateway_factory(cfg, port=admin)
     first = connect(port)
     wait_for(lambda: hold.connections == 1, what="the first connection upstream")
     with connect(port) as second:
@@ -434,8 +434,8 @@ def test_max_connections_refuses_beyond_the_limit(gateway_factory, servers):
 
 def test_drain_lets_an_established_relay_finish(gateway_factory, servers):
     echo = servers("echo")
-    cfg, port, _ = tcp_config({"targets": [echo.address]})
-    gw = gateway_factory(cfg, port=port)
+    cfg, port, admin = tcp_config({"targets": [echo.address]})
+    gw = gateway_factory(cfg, port=admin)
     c = connect(port)
     c.sendall(b"before")
     assert recv_exact(c, 6) == b"before"
@@ -463,9 +463,9 @@ def _accepts(port: int) -> bool:
 
 def test_proxy_v1_accepted_on_the_listener_and_v2_sent_to_the_target(gateway_factory, servers):
     backend = servers("echo", proxy=True)
-    cfg, port, _ = tcp_config({"targets": [backend.address], "proxy_protocol": "v2"},
+    cfg, port, admin = tcp_config({"targets": [backend.address], "proxy_protocol": "v2"},
                               {"proxy_protocol": True})
-    gw = gateway_factory(cfg, port=port)
+    gw = gateway_factory(cfg, port=admin)
     with connect(port) as c:
         c.sendall(b"PROXY TCP4 192.0.2.7 198.51.100.1 51000 6379\r\nhello")
         assert recv_exact(c, 5) == b"hello"  # the header is not relayed, the rest is
@@ -478,9 +478,9 @@ def test_proxy_v1_accepted_on_the_listener_and_v2_sent_to_the_target(gateway_fac
 
 def test_proxy_v2_accepted_and_v1_sent_with_the_real_address_without_one(gateway_factory, servers):
     backend = servers("echo", proxy=True)
-    cfg, port, _ = tcp_config({"targets": [backend.address], "proxy_protocol": "v1"},
+    cfg, port, admin = tcp_config({"targets": [backend.address], "proxy_protocol": "v1"},
                               {"proxy_protocol": True})
-    gateway_factory(cfg, port=port)
+    gateway_factory(cfg, port=admin)
     header = V2_SIG + bytes([0x21, 0x21]) + struct.pack("!H", 36 + 7) + \
         socket.inet_pton(socket.AF_INET6, "2001:db8::7") + socket.inet_pton(socket.AF_INET6, "2001:db8::1") + \
         struct.pack("!HH", 40000, 443) + b"\x04\x00\x04abcd"  # with a TLV (ignored)
@@ -506,8 +506,8 @@ def test_proxy_v2_accepted_and_v1_sent_with_the_real_address_without_one(gateway
 ])
 def test_malformed_proxy_header_closes_the_connection_and_is_logged(gateway_factory, servers, garbage):
     echo = servers("echo")
-    cfg, port, _ = tcp_config({"targets": [echo.address]}, {"proxy_protocol": True})
-    gw = gateway_factory(cfg, port=port)
+    cfg, port, admin = tcp_config({"targets": [echo.address]}, {"proxy_protocol": True})
+    gw = gateway_factory(cfg, port=admin)
     with connect(port) as c:
         c.sendall(garbage)
         assert closed_without_data(c)
@@ -520,9 +520,9 @@ def test_malformed_proxy_header_closes_the_connection_and_is_logged(gateway_fact
 
 def test_proxy_header_must_arrive_within_header_timeout(gateway_factory, servers):
     echo = servers("echo")
-    cfg, port, _ = tcp_config({"targets": [echo.address]},
+    cfg, port, admin = tcp_config({"targets": [echo.address]},
                               {"proxy_protocol": True, "limits": {"header_timeout": "300ms"}})
-    gw = gateway_factory(cfg, port=port)
+    gw = gateway_factory(cfg, port=admin)
     with connect(port) as c:
         c.sendall(b"PROXY TCP4 192.0.2.7 ")  # and then nothing
         assert closed_without_data(c, timeout=5)
@@ -546,7 +546,7 @@ def test_client_address_survives_l4_sluice_to_l7_sluice_to_backend(gateway_facto
         ]}, port=l7_port)
     cfg, port, admin = tcp_config({"targets": [f"{HOST}:{l7_port}"], "proxy_protocol": "v2",
                                    "health_check": {"path": "/healthz", "interval": "200ms"}})
-    gateway_factory(cfg, port=port)
+    gateway_factory(cfg, port=admin)
     conn = http.client.HTTPConnection(HOST, port, timeout=5, source_address=("127.0.0.5", 0))
     conn.request("GET", "/hello")
     resp = conn.getresponse()
@@ -713,7 +713,7 @@ def test_config_errors_for_bad_l4_combinations_have_file_line_col(tmp_path):
     assert out.returncode == 2
     text = out.stdout + out.stderr
     assert f"{path}:2:5: listener 'a' has 'protocol: tcp' but no 'upstream'" in text
-    assert f"{path}:3:64: unknown upstream 'dbb' (did you mean 'db'?)" in text
+    assert f"{path}:3:65: unknown upstream 'dbb' (did you mean 'db'?)" in text
     assert f"{path}:4:40: 'upstream' is for tcp and udp listeners" in text
-    assert f"{path}:5:70: 'proxy_protocol' is for tcp, http and mqtt listeners" in text
-    assert f"{path}:7:56: unknown proxy_protocol version 'v9'" in text
+    assert f"{path}:5:69: 'proxy_protocol' is for tcp, http and mqtt listeners" in text
+    assert f"{path}:7:52: unknown proxy_protocol version 'v9'" in text
