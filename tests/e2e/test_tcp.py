@@ -717,3 +717,39 @@ def test_config_errors_for_bad_l4_combinations_have_file_line_col(tmp_path):
     assert f"{path}:4:40: 'upstream' is for tcp and udp listeners" in text
     assert f"{path}:5:69: 'proxy_protocol' is for tcp, http and mqtt listeners" in text
     assert f"{path}:7:52: unknown proxy_protocol version 'v9'" in text
+
+
+# --------------------------------------------------------------------------------------------
+# examples
+
+
+def test_the_l4_front_example_topology_runs_and_the_backend_sees_the_client(gateway_factory,
+                                                                          backend_factory):
+    """examples/l4-front.yaml + l4-gateway-a/b.yaml as shipped, on fresh ports: requests from
+    127.0.0.5 reach both backends through both tiers, with x-forwarded-for 127.0.0.5."""
+    from conftest import REPO
+    b1, b2 = backend_factory("b1"), backend_factory("b2")
+    ports = {old: free_port() for old in (8000, 8101, 8102, 9900, 9911, 9912)}
+
+    def load(name: str) -> str:
+        text = (REPO / "examples" / name).read_text()
+        for old, new in ports.items():
+            text = text.replace(f"127.0.0.1:{old}", f"127.0.0.1:{new}")
+        text = text.replace("127.0.0.1:9001", b1.address).replace("127.0.0.1:9002", b2.address)
+        return text.replace("workers: auto", "workers: 1")
+    gateway_factory(load("l4-gateway-a.yaml"), port=ports[9911])
+    gateway_factory(load("l4-gateway-b.yaml"), port=ports[9912])
+    front = gateway_factory(load("l4-front.yaml"), port=ports[9900])
+    for _ in range(8):
+        conn = http.client.HTTPConnection(HOST, ports[8000], timeout=5,
+                                          source_address=("127.0.0.5", 0))
+        conn.request("GET", "/hello")
+        resp = conn.getresponse()
+        assert resp.status == 200, resp.read()
+        resp.read()
+        conn.close()
+    got = b1.proxied() + b2.proxied()
+    assert len(got) == 8 and b1.proxied() and b2.proxied()
+    assert all(r.header("x-forwarded-for") == "127.0.0.5" for r in got)
+    lines = tcp_lines(front, 8)
+    assert {line["target"] for line in lines} == {f"127.0.0.1:{ports[8101]}", f"127.0.0.1:{ports[8102]}"}
