@@ -45,7 +45,7 @@ PIDS+=($!)
 cat >"$RUN/haproxy.cfg" <<HAPROXY
 global
   nbthread 1
-  maxconn 100000
+  maxconn 8000
 defaults
   mode tcp
   timeout connect 2s

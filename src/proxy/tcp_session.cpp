@@ -159,14 +159,8 @@ asio::awaitable<Error> TcpSession::connect_upstream(const CompiledUpstream& up) 
   const config::Upstream& uc = *up.config;
   upstream::UpstreamCounters& counters = *up.counters;
   // Circuit breaker: one slot per connection under max_connections, or refused at once.
-  int64_t active = counters.active.load(std::memory_order_relaxed);
-  for (;;) {
-    if (active >= static_cast<int64_t>(uc.max_connections)) {
-      co_return Error{Source::Upstream, ErrorKind::CircuitOpen};
-    }
-    if (counters.active.compare_exchange_weak(active, active + 1, std::memory_order_relaxed)) {
-      break;
-    }
+  if (!take_slot(counters.active, uc.max_connections)) {
+    co_return Error{Source::Upstream, ErrorKind::CircuitOpen};
   }
   slot_ = Hold<int64_t>::adopt(counters.active);
 
@@ -176,26 +170,13 @@ asio::awaitable<Error> TcpSession::connect_upstream(const CompiledUpstream& up) 
   ctx.random = worker_.random();
   ctx.hash = upstream::hash_key(addrs_.client.ip);  // the one key an L4 connection has
   std::vector<uint32_t> load;
-  if (up.algorithm == upstream::Algorithm::LeastConn || up.algorithm == upstream::Algorithm::P2C) {
-    load.resize(up.targets.size());
-    for (size_t i = 0; i < up.targets.size(); ++i) {
-      load[i] = up.targets[i].state->in_flight.load(std::memory_order_relaxed);
-    }
-    ctx.load = &load;
-  }
+  fill_load(up, ctx, load);
   const int max_tries = 1 + (uc.retries.on_connect_failure ? std::max(0, uc.retries.attempts) : 0);
   std::vector<bool> tried(up.targets.size(), false), excluded, fresh;
   Error last{Source::Upstream, ErrorKind::NoTarget};
   const auto connect_started = Clock::now();
   for (int attempt = 0; attempt < max_tries && !worker_.draining(); ++attempt) {
-    const int64_t now_ms = upstream::steady_now_ms();
-    excluded.assign(up.targets.size(), false);
-    bool any = false;
-    for (size_t i = 0; i < up.targets.size(); ++i) {
-      excluded[i] = !up.targets[i].state->available(now_ms);
-      any = any || !excluded[i];
-    }
-    if (!any) break;
+    if (!exclude_unavailable(up, upstream::steady_now_ms(), excluded)) break;
     fresh.assign(excluded.begin(), excluded.end());
     for (size_t i = 0; i < tried.size(); ++i) fresh[i] = fresh[i] || tried[i];
     upstream::Balancer& balancer = worker_.balancer(*snap_, static_cast<size_t>(upstream_index_));
@@ -219,6 +200,7 @@ asio::awaitable<Error> TcpSession::connect_upstream(const CompiledUpstream& up) 
       last = co_await send_proxy_header(upstream_, uc.proxy_protocol, addrs_, wd_,
                                         uc.timeouts.connect);
     }
+    if (last && worker_.draining()) break;  // cancelled by the drain: not the target's fault
     upstream::record_outcome(*target.state, up.states, up.outlier, static_cast<bool>(last),
                              upstream::steady_now_ms());
     if (!last) {

@@ -9,6 +9,7 @@
 #include "core/log.h"
 #include "proxy/access_log.h"
 #include "proxy/hold.h"
+#include "proxy/upstream_call.h"
 #include "server/snapshot.h"
 #include "server/worker.h"
 #include "stats/metrics.h"
@@ -146,13 +147,10 @@ std::shared_ptr<UdpSession> open_session(UdpListener& l, const udp::endpoint& cl
   }
   const CompiledUpstream& up = snap->upstreams[ui];
   upstream::UpstreamCounters& counters = *up.counters;
-  int64_t active = counters.active.load(std::memory_order_relaxed);
-  do {
-    if (active >= static_cast<int64_t>(up.config->max_connections)) {
-      why = "upstream max_connections reached";
-      return nullptr;
-    }
-  } while (!counters.active.compare_exchange_weak(active, active + 1, std::memory_order_relaxed));
+  if (!take_slot(counters.active, up.config->max_connections)) {
+    why = "upstream max_connections reached";
+    return nullptr;
+  }
   auto s = std::make_shared<UdpSession>(worker.io());
   s->slot = Hold<int64_t>::adopt(counters.active);
   s->client = client;
@@ -162,18 +160,9 @@ std::shared_ptr<UdpSession> open_session(UdpListener& l, const udp::endpoint& cl
   ctx.random = worker.random();
   ctx.hash = upstream::hash_key(s->client_ip);
   std::vector<uint32_t> load;
-  if (up.algorithm == upstream::Algorithm::LeastConn || up.algorithm == upstream::Algorithm::P2C) {
-    load.resize(up.targets.size());
-    for (size_t i = 0; i < up.targets.size(); ++i) {
-      load[i] = up.targets[i].state->in_flight.load(std::memory_order_relaxed);
-    }
-    ctx.load = &load;
-  }
-  const int64_t now_ms = upstream::steady_now_ms();
-  std::vector<bool> excluded(up.targets.size());
-  for (size_t i = 0; i < up.targets.size(); ++i) {
-    excluded[i] = !up.targets[i].state->available(now_ms);
-  }
+  fill_load(up, ctx, load);
+  std::vector<bool> excluded;
+  exclude_unavailable(up, upstream::steady_now_ms(), excluded);
   std::optional<size_t> pick = worker.balancer(*snap, static_cast<size_t>(ui)).pick(ctx, excluded);
   if (!pick) {
     why = "no available target";

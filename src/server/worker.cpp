@@ -248,16 +248,8 @@ void Worker::open_listener(ListenerSocket ls) {
     }
     udp_sockets_[ls.key] = sock;
     connections_.fetch_add(1, std::memory_order_relaxed);  // (drain waits for its last log lines)
-    asio::co_spawn(*io_, proxy::serve_udp(*this, sock, ls.name), [this](std::exception_ptr e) {
-      connections_.fetch_sub(1, std::memory_order_relaxed);
-      if (e) {
-        try {
-          std::rethrow_exception(e);
-        } catch (const std::exception& ex) {
-          log::error("udp listener ended by unexpected exception: {}", ex.what());
-        }
-      }
-    });
+    asio::co_spawn(*io_, proxy::serve_udp(*this, sock, ls.name),
+                   [this](std::exception_ptr e) { connection_ended(e, "udp listener"); });
     return;
   }
   auto acc = std::make_shared<tcp::acceptor>(*io_);
@@ -296,16 +288,18 @@ asio::awaitable<void> Worker::accept_loop(std::shared_ptr<tcp::acceptor> accepto
     auto session = protocol == "mqtt"  ? proxy::serve_mqtt(*this, std::move(socket), name)
                    : protocol == "tcp" ? proxy::serve_tcp(*this, std::move(socket), name)
                                        : proxy::serve_http(*this, std::move(socket), name);
-    asio::co_spawn(*io_, std::move(session), [this](std::exception_ptr e) {
-      connections_.fetch_sub(1, std::memory_order_relaxed);
-      if (e) {
-        try {
-          std::rethrow_exception(e);
-        } catch (const std::exception& ex) {
-          log::error("connection ended by unexpected exception: {}", ex.what());
-        }
-      }
-    });
+    asio::co_spawn(*io_, std::move(session),
+                   [this](std::exception_ptr e) { connection_ended(e, "connection"); });
+  }
+}
+
+void Worker::connection_ended(std::exception_ptr e, std::string_view what) {
+  connections_.fetch_sub(1, std::memory_order_relaxed);
+  if (!e) return;
+  try {
+    std::rethrow_exception(e);
+  } catch (const std::exception& ex) {
+    log::error("{} ended by unexpected exception: {}", what, ex.what());
   }
 }
 

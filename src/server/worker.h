@@ -8,10 +8,12 @@
 
 #include <atomic>
 #include <cstdint>
+#include <exception>
 #include <map>
 #include <memory>
 #include <random>
 #include <string>
+#include <string_view>
 #include <thread>
 #include <unordered_map>
 #include <unordered_set>
@@ -150,6 +152,9 @@ class Worker {
   void close_listener(const std::string& key);
   asio::awaitable<void> accept_loop(std::shared_ptr<tcp::acceptor> acceptor, std::string name);
   asio::awaitable<void> housekeeping();
+  // The end of a coroutine counted in connections_ (a connection, a udp listener's loop): uncounts
+  // it, and logs an exception that escaped it (a bug).
+  void connection_ended(std::exception_ptr e, std::string_view what);
   // (Re)creates the Redis client when `rate_limits.redis` changed; worker thread.
   void update_redis();
   asio::awaitable<void> rate_sync_loop(uint64_t generation);
