@@ -18,11 +18,12 @@ net::ProxyEndpoint endpoint_of(const tcp::endpoint& ep) {
 }
 }  // namespace
 
-Addresses connection_addresses(const tcp::socket& socket) {
+Addresses connection_addresses(const tcp::socket& socket, bool with_local) {
   Addresses out;
   error_code ec;
   auto remote = socket.remote_endpoint(ec);
   if (!ec) out.client = endpoint_of(remote);
+  if (!with_local) return out;
   auto local = socket.local_endpoint(ec);
   if (!ec) out.local = endpoint_of(local);
   return out;

@@ -35,7 +35,8 @@ struct Addresses {
   net::ProxyEndpoint local;
 };
 
-Addresses connection_addresses(const tcp::socket& socket);
+// `with_local`: also ask the kernel for the local address (one more syscall).
+Addresses connection_addresses(const tcp::socket& socket, bool with_local = true);
 
 // Reads the PROXY header (v1 or v2) that must open `socket`, within `timeout`, without reading
 // a byte past it (it peeks, then consumes exactly the header), so TLS or HTTP can follow on the

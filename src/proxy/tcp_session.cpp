@@ -1,6 +1,10 @@
 #include "proxy/tcp_session.h"
 
+#include <fcntl.h>
+#include <unistd.h>
+
 #include <algorithm>
+#include <cerrno>
 #include <chrono>
 #include <optional>
 #include <vector>
@@ -31,6 +35,27 @@ using Clock = std::chrono::steady_clock;
 
 constexpr size_t kSmallBuffer = 16 * 1024;
 constexpr size_t kLargeBuffer = 256 * 1024;
+// splice(2) relay of a bulk direction: the bytes move socket -> pipe -> socket inside the kernel.
+constexpr size_t kPipeSize = 1024 * 1024;
+
+// A pipe for splice(2), closed with the direction that made it.
+struct Pipe {
+  int r = -1, w = -1;
+  Pipe() {
+    int fds[2];
+    if (::pipe2(fds, O_NONBLOCK | O_CLOEXEC) != 0) return;
+    r = fds[0];
+    w = fds[1];
+    ::fcntl(w, F_SETPIPE_SZ, static_cast<int>(kPipeSize));  // best effort: 64 KiB otherwise
+  }
+  ~Pipe() {
+    if (r >= 0) ::close(r);
+    if (w >= 0) ::close(w);
+  }
+  Pipe(const Pipe&) = delete;
+  Pipe& operator=(const Pipe&) = delete;
+  bool ok() const { return r >= 0; }
+};
 
 // Where the session stands, for draining: only a connection being set up is closed by a drain.
 enum class Phase { Setup, Relaying };
@@ -44,7 +69,6 @@ class TcpSession final : public server::Session {
         listener_name_(std::move(listener)),
         wd_(client_.get_executor()),
         idle_timer_(client_.get_executor()) {
-    addrs_ = connection_addresses(client_);
     worker_.add_session(this);
   }
   ~TcpSession() override {
@@ -65,6 +89,14 @@ class TcpSession final : public server::Session {
   asio::awaitable<Error> connect_upstream(const CompiledUpstream& up);
   // Relays `from` -> `to` until EOF (then half-closes `to`) or an error (then ends both ways).
   asio::awaitable<void> pump(tcp::socket& from, tcp::socket& to, uint64_t& count, bool inbound);
+  // The rest of a bulk direction through a pipe (splice(2)); false when no pipe could be made
+  // (the caller keeps copying).
+  asio::awaitable<bool> splice_rest(tcp::socket& from, tcp::socket& to, uint64_t& count,
+                                    bool inbound);
+  // `from` reached EOF: pass the half-close on (unless the other direction is already done:
+  // both sockets are closed next anyway).
+  void half_close(tcp::socket& to);
+  void read_failed(const error_code& ec, bool inbound);
   asio::awaitable<void> idle_watch(Duration idle);
   // Ends both directions now. `reset`: the other side gets a reset too (SO_LINGER 0).
   void abort(std::string_view why, bool reset);
@@ -109,10 +141,14 @@ asio::awaitable<void> TcpSession::run() {
     }
   }
   for (size_t i = 0; listener_ != nullptr && i < snap_->upstreams.size(); ++i) {
-    if (snap_->upstreams[i].config->name == listener_->upstream)
+    if (snap_->upstreams[i].config->name == listener_->upstream) {
       upstream_index_ = static_cast<int>(i);
+    }
   }
   if (listener_ == nullptr || upstream_index_ < 0) co_return;  // (a reload removed it meanwhile)
+  const CompiledUpstream& up = snap_->upstreams[upstream_index_];
+  // The local address only matters for a PROXY header (a syscall saved per connection).
+  addrs_ = connection_addresses(client_, listener_->proxy_protocol || up.config->proxy_protocol);
   if (snap_->config.admin) {
     conn_metrics_ = worker_.metrics();
     conn_listener_ = listener_index_;
@@ -136,7 +172,6 @@ asio::awaitable<void> TcpSession::run() {
     co_return;
   }
 
-  const CompiledUpstream& up = snap_->upstreams[upstream_index_];
   Error error = co_await connect_upstream(up);
   if (error) {
     write_log(error);
@@ -144,8 +179,8 @@ asio::awaitable<void> TcpSession::run() {
     co_return;
   }
 
-  phase_ = Phase::Relaying;
-  client_.set_option(tcp::no_delay(true), ignored);
+  phase_ =
+      Phase::Relaying;  // (accept_loop set TCP_NODELAY on client_, connect_target on upstream_)
   last_activity_ = Clock::now();
   using namespace asio::experimental::awaitable_operators;
   co_await (pump(client_, upstream_, bytes_in_, true) &&
@@ -228,15 +263,9 @@ asio::awaitable<void> TcpSession::pump(tcp::socket& from, tcp::socket& to, uint6
     auto [ec, n] = co_await from.async_read_some(asio::buffer(buf.data(), buf.size()), use_nothrow);
     if (ec) {
       if (ec == asio::error::eof && !aborted_) {
-        // Half-close: this side will send no more; tell the other one and keep the reverse
-        // direction going.
-        error_code ignored;
-        to.shutdown(tcp::socket::shutdown_send, ignored);
-      } else if (!aborted_) {
-        const bool reset = ec == asio::error::connection_reset;
-        abort(inbound ? (reset ? "client reset" : "client read failed")
-                      : (reset ? "upstream reset" : "upstream read failed"),
-              reset);
+        half_close(to);
+      } else {
+        read_failed(ec, inbound);
       }
       break;
     }
@@ -249,13 +278,80 @@ asio::awaitable<void> TcpSession::pump(tcp::socket& from, tcp::socket& to, uint6
       break;
     }
     last_activity_ = Clock::now();
-    if (n == buf.size() && buf.size() < kLargeBuffer) {  // a bulk transfer: bigger reads
+    if (n == buf.size()) {
+      // A bulk transfer: the kernel moves the rest (no copy through this process); short
+      // exchanges never pay for the pipe.
       worker_.buffers().give(std::move(buf));
-      buf = worker_.buffers().take(kLargeBuffer);
+      if (co_await splice_rest(from, to, count, inbound)) break;
+      buf = worker_.buffers().take(kLargeBuffer);  // no pipe (fd limit): bigger reads instead
     }
   }
   worker_.buffers().give(std::move(buf));
   if (++pumps_done_ == 2) idle_timer_.cancel();
+}
+
+asio::awaitable<bool> TcpSession::splice_rest(tcp::socket& from, tcp::socket& to, uint64_t& count,
+                                              bool inbound) {
+  Pipe pipe;
+  if (!pipe.ok()) co_return false;
+  error_code ignored;
+  from.non_blocking(true, ignored);  // splice() must never block the loop
+  to.non_blocking(true, ignored);
+  const int in = from.native_handle(), out = to.native_handle();
+  constexpr unsigned kFlags = SPLICE_F_MOVE | SPLICE_F_NONBLOCK;
+  for (;;) {
+    ssize_t n = ::splice(in, nullptr, pipe.w, nullptr, kPipeSize, kFlags);
+    if (n == 0) {
+      if (!aborted_) half_close(to);
+      co_return true;
+    }
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      if (errno != EAGAIN && errno != EWOULDBLOCK) {
+        read_failed(error_code(errno, boost::system::system_category()), inbound);
+        co_return true;
+      }
+      auto [ec] = co_await from.async_wait(tcp::socket::wait_read, use_nothrow);
+      if (ec || aborted_) {
+        read_failed(ec, inbound);
+        co_return true;
+      }
+      continue;
+    }
+    last_activity_ = Clock::now();
+    count += static_cast<uint64_t>(n);
+    if (conn_metrics_) conn_metrics_->bytes(conn_listener_, inbound ? n : 0, inbound ? 0 : n);
+    for (size_t pending = static_cast<size_t>(n); pending > 0;) {
+      ssize_t m = ::splice(pipe.r, nullptr, out, nullptr, pending, kFlags);
+      if (m > 0) {
+        pending -= static_cast<size_t>(m);
+        last_activity_ = Clock::now();
+        continue;
+      }
+      if (m < 0 && errno == EINTR) continue;
+      if (m < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+        auto [ec] = co_await to.async_wait(tcp::socket::wait_write, use_nothrow);
+        if (!ec && !aborted_) continue;
+      }
+      if (!aborted_) abort(inbound ? "upstream write failed" : "client write failed", true);
+      co_return true;
+    }
+  }
+}
+
+void TcpSession::half_close(tcp::socket& to) {
+  // This side will send no more: say so to the other one and keep the reverse direction going.
+  if (pumps_done_ > 0) return;
+  error_code ignored;
+  to.shutdown(tcp::socket::shutdown_send, ignored);
+}
+
+void TcpSession::read_failed(const error_code& ec, bool inbound) {
+  if (aborted_) return;
+  const bool reset = ec == asio::error::connection_reset;
+  abort(inbound ? (reset ? "client reset" : "client read failed")
+                : (reset ? "upstream reset" : "upstream read failed"),
+        reset);
 }
 
 asio::awaitable<void> TcpSession::idle_watch(Duration idle) {

@@ -445,8 +445,9 @@ def test_drain_lets_an_established_relay_finish(gateway_factory, servers):
     assert recv_exact(c, 5) == b"after"
     c.close()
     assert gw.wait_exit(5) == 0
-    (line,) = tcp_lines(gw, 1)
-    assert line["bytes_in"] == 11
+    # (a probe of the port may have been accepted just before the listener closed: another line)
+    ours = [line for line in tcp_lines(gw, 1) if line["bytes_in"] > 0]
+    assert len(ours) == 1 and ours[0]["bytes_in"] == 11 and ours[0]["error"] is None
 
 
 def _accepts(port: int) -> bool:
