@@ -348,6 +348,8 @@ void TcpSession::half_close(tcp::socket& to) {
 
 void TcpSession::read_failed(const error_code& ec, bool inbound) {
   if (aborted_) return;
+  log::debug("tcp listener {}: {} read failed: {}", listener_name_, inbound ? "client" : "upstream",
+             ec.message());
   const bool reset = ec == asio::error::connection_reset;
   abort(inbound ? (reset ? "client reset" : "client read failed")
                 : (reset ? "upstream reset" : "upstream read failed"),

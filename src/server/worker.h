@@ -17,6 +17,7 @@
 #include <thread>
 #include <unordered_map>
 #include <unordered_set>
+#include <utility>
 #include <vector>
 
 #include <boost/asio/ip/udp.hpp>
@@ -67,6 +68,13 @@ class IoBuffer {
  public:
   IoBuffer() = default;
   explicit IoBuffer(size_t size) : data_(new char[size]), size_(size) {}
+  // A moved-from buffer is empty (so giving it back to a BufferPool is a no-op).
+  IoBuffer(IoBuffer&& o) noexcept : data_(std::move(o.data_)), size_(std::exchange(o.size_, 0)) {}
+  IoBuffer& operator=(IoBuffer&& o) noexcept {
+    data_ = std::move(o.data_);
+    size_ = std::exchange(o.size_, 0);
+    return *this;
+  }
   char* data() { return data_.get(); }
   const char* data() const { return data_.get(); }
   size_t size() const { return size_; }

@@ -264,23 +264,28 @@ def test_tcp_echo_relays_bytes_unchanged_both_ways_and_logs_one_line(gateway_fac
     echo = servers("echo")
     cfg, port, admin = tcp_config({"targets": [echo.address]})
     gw = gateway_factory(cfg, port=admin)
-    payload = bytes(range(256)) * 4096  # 1 MiB, every byte value
-    with connect(port) as c:
-        sender = threading.Thread(target=c.sendall, args=(payload,))
-        sender.start()
-        got = recv_exact(c, len(payload))
-        sender.join(5)
-    assert got == payload
-    (line,) = tcp_lines(gw, 1)
+    payload = bytes(range(256)) * 4096  # 1 MiB, every byte value: a bulk transfer (splice)
+    for _ in range(3):  # (later connections reuse the worker's buffers and must find them whole)
+        with connect(port) as c:
+            sender = threading.Thread(target=c.sendall, args=(payload,))
+            sender.start()
+            got = recv_exact(c, len(payload))
+            sender.join(5)
+        assert got == payload
+        with connect(port) as c:  # and a short exchange in between
+            c.sendall(b"ping")
+            assert recv_exact(c, 4) == b"ping"
+    line = tcp_lines(gw, 6)[0]
     assert line["protocol"] == "tcp" and line["listener"] == "l4"
     assert line["bytes_in"] == len(payload) and line["bytes_out"] == len(payload)
     assert line["upstream"] == "db" and line["target"] == echo.address
     assert line["status"] == 200 and line["attempts"] == 1 and line["error"] is None
     assert line["client_ip"] == HOST and line["duration_ms"] >= 0
     metrics = requests.get(f"http://{HOST}:{admin}/metrics", timeout=5).text
-    assert f'sluice_bytes_received_total{{listener="l4"}} {len(payload)}' in metrics
-    assert f'sluice_bytes_sent_total{{listener="l4"}} {len(payload)}' in metrics
-    assert 'sluice_connections_total{listener="l4"} 1' in metrics
+    total = 3 * (len(payload) + 4)
+    assert f'sluice_bytes_received_total{{listener="l4"}} {total}' in metrics
+    assert f'sluice_bytes_sent_total{{listener="l4"}} {total}' in metrics
+    assert 'sluice_connections_total{listener="l4"} 6' in metrics
 
 
 def test_redis_cli_talks_to_redis_server_through_the_tcp_listener(gateway_factory, redis_server):
@@ -448,6 +453,24 @@ def test_drain_lets_an_established_relay_finish(gateway_factory, servers):
     # (a probe of the port may have been accepted just before the listener closed: another line)
     ours = [line for line in tcp_lines(gw, 1) if line["bytes_in"] > 0]
     assert len(ours) == 1 and ours[0]["bytes_in"] == 11 and ours[0]["error"] is None
+
+
+def test_reload_moves_new_connections_and_keeps_established_ones(gateway_factory, servers):
+    a, b = servers("name", prefix=b"A"), servers("name", prefix=b"B")
+    cfg, port, admin = tcp_config({"targets": [a.address]})
+    gw = gateway_factory(cfg, port=admin)
+    old = connect(port)
+    assert recv_exact(old, 1) == b"A"
+    cfg["upstreams"]["db"] = {"targets": [b.address]}
+    udp_port = free_port()  # and a udp listener appears on the way
+    cfg["listeners"].append({"name": "u", "listen": f"{HOST}:{udp_port}", "protocol": "udp",
+                             "upstream": "db"})
+    assert "reloaded" in gw.reload(cfg)["msg"]
+    with connect(port) as new:
+        assert recv_exact(new, 1) == b"B"  # new connections: the new upstream
+    old.sendall(b"still here")
+    assert recv_exact(old, 10) == b"still here"  # the established relay was not touched
+    old.close()
 
 
 def _accepts(port: int) -> bool:
