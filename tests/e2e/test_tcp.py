@@ -595,6 +595,25 @@ def test_client_address_survives_l4_sluice_to_l7_sluice_to_backend(gateway_facto
     assert hc["status"] == 200 and hc["client_ip"] == HOST
 
 
+def test_mqtt_listener_takes_the_client_address_from_a_proxy_header(gateway_factory, backend):
+    from test_mqtt import connect_packet, mqtt_config, publish_packet
+    cfg, port = mqtt_config([{"topic": "devices/+/telemetry", "upstream": "telemetry"}],
+                            {"telemetry": [backend]}, listener_extra={"proxy_protocol": True})
+    gw = gateway_factory(cfg, port)
+    with connect(port) as c:
+        c.sendall(b"PROXY TCP4 203.0.113.9 10.0.0.1 40000 1883\r\n" + connect_packet("dev-1"))
+        assert recv_exact(c, 4)[0] >> 4 == 2  # CONNACK
+        c.sendall(publish_packet("devices/d1/telemetry", b"21.5"))
+        req = backend.wait_requests(1)[0]
+    assert req.header("x-forwarded-for") == "203.0.113.9"
+    line = next(e for e in gw.wait_access_log(1) if e.get("protocol") == "mqtt")
+    assert line["client_ip"] == "203.0.113.9"
+    with connect(port) as c:  # no header: refused before MQTT is read
+        c.sendall(connect_packet("dev-2"))
+        assert closed_without_data(c)
+    gw.wait_error_log("PROXY header from 127.0.0.1 refused")
+
+
 def test_http_upstream_gets_proxy_v1_and_pools_connections_per_client(gateway_factory):
     """An HTTP upstream with `proxy_protocol: v1`: each new connection starts with the header of
     the client it serves, and is reused only for that client."""
