@@ -59,12 +59,17 @@ std::string ip_text(int family, const unsigned char* bin) {
 uint16_t be16(const unsigned char* p) { return static_cast<uint16_t>((p[0] << 8) | p[1]); }
 
 ParseResult parse_v1(std::string_view data, ProxyHeader& out) {
-  const size_t limit = std::min(data.size(), kMaxV1Size);
+  // CRLF included, the line is at most 107 bytes: its CR is at index 105 at the latest.
+  const size_t limit = std::min(data.size(), kMaxV1Size - 1);
   size_t end = std::string_view::npos;
+  bool cr_last = false;  // the last byte given is a CR: its LF may still come
   for (size_t i = 0; i < limit; ++i) {
     const char c = data[i];
     if (c == '\r') {
-      if (i + 1 == data.size()) break;  // the LF may still come
+      if (i + 1 == data.size()) {
+        cr_last = true;
+        break;
+      }
       if (data[i + 1] != '\n') return error("PROXY v1: CR without LF");
       end = i;
       break;
@@ -72,7 +77,9 @@ ParseResult parse_v1(std::string_view data, ProxyHeader& out) {
     if (c == '\n') return error("PROXY v1: LF without CR");
   }
   if (end == std::string_view::npos) {
-    if (data.size() >= kMaxV1Size) return error("PROXY v1: no CRLF within 107 bytes");
+    if (!cr_last && data.size() >= kMaxV1Size - 1) {
+      return error("PROXY v1: no CRLF within 107 bytes");
+    }
     return {ParseStatus::NeedMore, 0, {}};
   }
   std::string_view line = data.substr(kV1Prefix.size(), end - kV1Prefix.size());

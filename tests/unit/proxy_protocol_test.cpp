@@ -90,13 +90,22 @@ TEST(ProxyProtocolTest, V1RejectsEverythingTheGrammarDoesNotAllow) {
 TEST(ProxyProtocolTest, V1IsBoundedTo107Bytes) {
   ProxyHeader h;
   std::string in = "PROXY UNKNOWN " + std::string(200, 'x');
-  EXPECT_EQ(parse(in.substr(0, 106), h).status, ParseStatus::NeedMore);
+  EXPECT_EQ(parse(in.substr(0, 105), h).status, ParseStatus::NeedMore);
+  // 106 bytes without a CR: a CRLF now could only end beyond 107 bytes.
+  EXPECT_EQ(parse(in.substr(0, 106), h).status, ParseStatus::Error);
   auto r = parse(in, h);
   EXPECT_EQ(r.status, ParseStatus::Error);
   EXPECT_EQ(r.error, "PROXY v1: no CRLF within 107 bytes");
   std::string max = "PROXY UNKNOWN " + std::string(107 - 16, 'x') + "\r\n";
   ASSERT_EQ(max.size(), 107u);
   EXPECT_EQ(parse(max, h).status, ParseStatus::Done);
+  EXPECT_EQ(parse(max.substr(0, 106), h).status, ParseStatus::NeedMore);  // ends with the CR
+  // Found by the fuzzer: a CRLF at bytes 107-108 is one byte too late.
+  std::string late = "PROXY UNKNOWN " + std::string(108 - 16, 'x') + "\r\n";
+  ASSERT_EQ(late.size(), 108u);
+  r = parse(late, h);
+  EXPECT_EQ(r.status, ParseStatus::Error);
+  EXPECT_EQ(r.error, "PROXY v1: no CRLF within 107 bytes");
 }
 
 TEST(ProxyProtocolTest, V2AddressesTlvsAndLocal) {
