@@ -168,6 +168,7 @@ asio::awaitable<void> TcpSession::run() {
     }
   }
   if (worker_.draining()) {
+    write_log(Error{Source::Internal, ErrorKind::Draining});
     client_.close(ignored);
     co_return;
   }
@@ -179,8 +180,8 @@ asio::awaitable<void> TcpSession::run() {
     co_return;
   }
 
-  phase_ =
-      Phase::Relaying;  // (accept_loop set TCP_NODELAY on client_, connect_target on upstream_)
+  // (TCP_NODELAY is set: on client_ by accept_loop, on upstream_ by connect_target)
+  phase_ = Phase::Relaying;
   last_activity_ = Clock::now();
   using namespace asio::experimental::awaitable_operators;
   co_await (pump(client_, upstream_, bytes_in_, true) &&
