@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import contextlib
 import http.client
+import json
 import socket
+import ssl
 import struct
 import subprocess
 import threading
@@ -593,6 +595,67 @@ def test_client_address_survives_l4_sluice_to_l7_sluice_to_backend(gateway_facto
              what="a health check through the PROXY listener")
     hc = next(line for line in l7.access_log() if line.get("path") == "/healthz")
     assert hc["status"] == 200 and hc["client_ip"] == HOST
+
+
+def test_proxy_header_comes_before_tls_on_a_tls_listener(gateway_factory, backend, tmp_path):
+    from test_tls import Ca  # the same throwaway PKI as the TLS tests
+    ca = Ca(tmp_path, "Test Server CA")
+    cert = ca.issue("a", "a.test", dns=["a.test"], ips=["127.0.0.1"])
+    port = free_port()
+    gw = gateway_factory({
+        "listeners": [{"name": "https", "listen": f"{HOST}:{port}", "proxy_protocol": True,
+                       "tls": {"certificates": [{"cert": str(cert.cert), "key": str(cert.key)}]}}],
+        "workers": 1, "shutdown_timeout": "5s",
+        "log": {"access": "stdout", "error": "stderr", "level": "info"},
+        "upstreams": {"app": [backend.address]},
+        "routes": [{"match": {"path": "/"}, "upstream": "app"}]}, port=port)
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.load_verify_locations(ca.path)
+    raw = connect(port)
+    raw.sendall(V2_SIG + bytes([0x21, 0x11, 0, 12]) + socket.inet_aton("198.51.100.23") +
+                socket.inet_aton("192.0.2.1") + struct.pack("!HH", 40000, 443))
+    with ctx.wrap_socket(raw, server_hostname="a.test") as s:
+        s.sendall(b"GET /x HTTP/1.1\r\nHost: a.test\r\nConnection: close\r\n\r\n")
+        data = b""
+        with contextlib.suppress(ssl.SSLError, OSError):
+            while chunk := s.recv(65536):
+                data += chunk
+    assert data.startswith(b"HTTP/1.1 200")
+    req = backend.wait_proxied(1)[0]
+    assert req.header("x-forwarded-for") == "198.51.100.23"
+    assert req.header("x-forwarded-proto") == "https"
+    assert gw.wait_access_log(1)[0]["client_ip"] == "198.51.100.23"
+
+
+def test_tcp_listener_and_http_routes_share_target_health(gateway_factory, backend_factory):
+    """One upstream behind an http route and a tcp listener: the active health check marks a
+    target down once, and neither path sends to it."""
+    from conftest import Reply
+    good, sick = backend_factory("good"), backend_factory("sick")
+    sick.handler = lambda req: Reply(503, body=b"down") if req.path == "/healthz" else sick.default_reply(req)
+    http_port, tcp_port, admin = free_port(), free_port(), free_port()
+    gw = gateway_factory({
+        "listeners": [{"name": "web", "listen": f"{HOST}:{http_port}"},
+                      {"name": "l4", "listen": f"{HOST}:{tcp_port}", "protocol": "tcp",
+                       "upstream": "app"}],
+        "admin": {"listen": f"{HOST}:{admin}"},
+        "workers": 1, "shutdown_timeout": "5s",
+        "log": {"access": "stdout", "error": "stderr", "level": "info"},
+        "upstreams": {"app": {"targets": [good.address, sick.address],
+                              "health_check": {"path": "/healthz", "interval": "100ms",
+                                               "unhealthy": 1, "healthy": 1}}},
+        "routes": [{"match": {"path": "/"}, "upstream": "app"}]}, port=admin)
+    gw.wait_error_log(f"target {sick.address} is down")
+
+    def answered_by(port):
+        conn = http.client.HTTPConnection(HOST, port, timeout=5)
+        conn.request("GET", "/who")
+        body = conn.getresponse().read()
+        conn.close()
+        return json.loads(body)["backend"]
+    assert {answered_by(http_port) for _ in range(6)} == {"good"}  # L7
+    assert {answered_by(tcp_port) for _ in range(6)} == {"good"}   # L4, same target state
+    assert not [r for r in sick.proxied() if r.path == "/who"]
 
 
 def test_mqtt_listener_takes_the_client_address_from_a_proxy_header(gateway_factory, backend):
