@@ -789,6 +789,66 @@ def test_udp_echo_for_several_clients_with_a_session_each(gateway_factory, serve
             c.close()
 
 
+def test_udp_sessions_beyond_max_connections_are_dropped_and_counted(gateway_factory, servers):
+    echo = servers(udp=True)
+    cfg, udp_port, http_port = udp_config({"targets": [echo.address], "max_connections": 2})
+    cfg["workers"] = 1
+    admin = free_port()
+    cfg["admin"] = {"listen": f"{HOST}:{admin}"}
+    gw = gateway_factory(cfg, port=http_port)
+    clients = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(3)]
+    try:
+        for c in clients[:2]:
+            c.settimeout(3)
+            c.sendto(b"hi", (HOST, udp_port))
+            assert c.recvfrom(100)[0] == b"hi"
+        clients[2].settimeout(0.5)
+        for _ in range(3):
+            clients[2].sendto(b"hi", (HOST, udp_port))
+        with pytest.raises(socket.timeout):
+            clients[2].recvfrom(100)  # no session for a third client: dropped
+        metrics = requests.get(f"http://{HOST}:{admin}/metrics", timeout=5).text
+        assert 'sluice_udp_datagrams_dropped_total{listener="dns"} 3' in metrics
+        assert 'sluice_connections_active{listener="dns"} 2' in metrics
+        gw.wait_error_log("datagram(s) dropped (upstream max_connections reached)")
+    finally:
+        for c in clients:
+            c.close()
+
+
+def test_a_client_reset_reaches_the_upstream_as_a_reset(gateway_factory):
+    srv = socket.socket()
+    srv.bind((HOST, 0))
+    srv.listen(1)
+    seen = []
+    got_bytes = threading.Event()
+
+    def serve():
+        conn, _ = srv.accept()
+        conn.settimeout(5)
+        try:
+            while conn.recv(4096):
+                got_bytes.set()
+            seen.append("eof")
+        except ConnectionResetError:
+            seen.append("reset")
+        conn.close()
+    t = threading.Thread(target=serve, daemon=True)
+    t.start()
+    cfg, port, admin = tcp_config({"targets": [f"{HOST}:{srv.getsockname()[1]}"]})
+    gw = gateway_factory(cfg, port=admin)
+    c = connect(port)
+    c.sendall(b"some bytes")
+    assert got_bytes.wait(5)  # relayed: the upstream connection exists
+    c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    c.close()  # RST
+    t.join(5)
+    srv.close()
+    assert seen == ["reset"]
+    (line,) = tcp_lines(gw, 1)
+    assert line["error"] == "client reset" and line["bytes_in"] == 10
+
+
 def test_udp_target_that_refuses_ends_the_session(gateway_factory):
     dead = f"{HOST}:{free_port()}"
     cfg, udp_port, http_port = udp_config({"targets": [dead]})
