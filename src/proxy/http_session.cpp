@@ -522,8 +522,8 @@ class HttpSession final : public server::Session {
         addr = asio::ip::make_address_v4(asio::ip::v4_mapped, addr.to_v6());
       }
       client_ip_ = addr.to_string();
+      addrs_.client = {client_ip_, ep.port()};  // (the local address: only for a PROXY header)
     }
-    addrs_ = connection_addresses(socket_);
     worker_.add_session(this);
   }
   ~HttpSession() override {
@@ -668,6 +668,10 @@ class HttpSession final : public server::Session {
   std::string listener_name_;
   std::string client_ip_;
   Addresses addrs_;  // client and local address (from a PROXY header on such a listener)
+  const Addresses& proxy_addresses() {  // for an upstream PROXY header: with the local address
+    if (addrs_.local.ip.empty()) addrs_.local = connection_addresses(socket_).local;
+    return addrs_;
+  }
   Watchdog down_wd_;
   Watchdog up_wd_;
   std::shared_ptr<const Snapshot> snap_;
@@ -1592,8 +1596,8 @@ asio::awaitable<HttpSession::Next> HttpSession::forward(const CompiledUpstream& 
       conn->key = pool_key;
       last = co_await connect_target(conn->socket, ip, target->port, uc.timeouts.connect, up_wd_);
       if (!last && uc.proxy_protocol != 0) {
-        last = co_await send_proxy_header(conn->socket, uc.proxy_protocol, addrs_, up_wd_,
-                                          uc.timeouts.connect);
+        last = co_await send_proxy_header(conn->socket, uc.proxy_protocol, proxy_addresses(),
+                                          up_wd_, uc.timeouts.connect);
       }
       if (!last && up.tls) {
         last = co_await upstream_handshake(*conn, up, *target, key, up_wd_, uc.timeouts.connect);
@@ -2222,7 +2226,7 @@ asio::awaitable<HttpSession::Next> HttpSession::bridge(const CompiledRoute& rout
     }
     b.extra_headers.emplace_back(to_lower_ascii(h.name), std::string(h.value));
   }
-  b.source = addrs_;
+  b.source = proxy_addresses();
   b.extra_headers.emplace_back("x-forwarded-for", client_ip_);
   b.extra_headers.emplace_back("x-forwarded-proto", tls_ ? "https" : "http");
   if (!x.consumer().empty()) b.extra_headers.emplace_back("x-consumer", std::string(x.consumer()));
