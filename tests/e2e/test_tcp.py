@@ -849,6 +849,24 @@ def test_a_client_reset_reaches_the_upstream_as_a_reset(gateway_factory):
     assert line["error"] == "client reset" and line["bytes_in"] == 10
 
 
+def test_a_reload_that_removes_a_udp_listener_ends_its_sessions(gateway_factory, servers):
+    echo = servers(udp=True)
+    cfg, udp_port, http_port = udp_config({"targets": [echo.address]})
+    gw = gateway_factory(cfg, port=http_port)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as c:
+        c.settimeout(3)
+        c.sendto(b"before", (HOST, udp_port))
+        assert c.recvfrom(100)[0] == b"before"
+        cfg["listeners"] = [item for item in cfg["listeners"] if item["name"] != "dns"]
+        assert "reloaded" in gw.reload(cfg)["msg"]
+        (line,) = tcp_lines(gw, 1, protocol="udp")
+        assert line["error"] == "listener closed" and line["bytes_in"] == len(b"before")
+        c.settimeout(0.5)
+        c.sendto(b"after", (HOST, udp_port))  # nobody listens there any more
+        with pytest.raises((socket.timeout, ConnectionRefusedError)):
+            c.recvfrom(100)
+
+
 def test_udp_target_that_refuses_ends_the_session(gateway_factory):
     dead = f"{HOST}:{free_port()}"
     cfg, udp_port, http_port = udp_config({"targets": [dead]})
