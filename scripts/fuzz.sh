@@ -6,8 +6,8 @@ cd "$(dirname "$0")/.."
 secs=${1:-60}
 cmake --preset fuzz >/dev/null
 cmake --build build/fuzz --target http1_parser_fuzz config_fuzz jwt_fuzz mqtt_codec_fuzz xml_json_fuzz \
-  h2_session_fuzz
-for t in http1_parser config jwt mqtt_codec xml_json h2_session; do
+  h2_session_fuzz proxy_protocol_fuzz
+for t in http1_parser config jwt mqtt_codec xml_json h2_session proxy_protocol; do
   bin=build/fuzz/${t}_fuzz
   [ -x "$bin" ] || continue
   corpus=tests/fuzz/corpus/$t

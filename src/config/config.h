@@ -85,6 +85,11 @@ struct Listener {
   std::optional<ListenerTls> tls;  // nullopt = cleartext
   bool redirect_to_https = false;  // only on a cleartext listener: answer 308 to https
   bool http2 = false;              // h2 via ALPN on TLS, h2c prior knowledge on cleartext
+  // Accept a PROXY protocol v1/v2 header first (http, mqtt and tcp listeners): the address in it
+  // is the client's (net/proxy_protocol.h).
+  bool proxy_protocol = false;
+  std::string upstream;  // tcp and udp listeners: the upstream their bytes go to (required there)
+  Mark upstream_mark;    // the `upstream` value; line 0 when not written
   Mark mark;
 };
 
@@ -214,6 +219,9 @@ struct Upstream {
   Duration dns_ttl = std::chrono::seconds(30);
   Timeouts timeouts;
   std::optional<UpstreamTls> tls;  // nullopt = cleartext to the targets
+  // `proxy_protocol: v1 | v2`: each new connection to a target starts with a PROXY protocol
+  // header naming the client (tcp listeners and http exchanges); 0 = none.
+  int proxy_protocol = 0;
   Mark mark;
 };
 

@@ -18,8 +18,12 @@ std::string describe(const Limits& l) {
 }
 
 std::string describe(const Listener& l) {
-  return fmt::format("listen={}:{} protocol={}{} {}", l.host, l.port, l.protocol,
-                     l.http2 ? " http2" : "", describe(l.limits));
+  std::string s =
+      fmt::format("listen={}:{} protocol={} {}", l.host, l.port, l.protocol, describe(l.limits));
+  if (l.http2) s += " http2";
+  if (l.proxy_protocol) s += " proxy_protocol=true";
+  if (!l.upstream.empty()) s += " upstream=" + l.upstream;
+  return s;
 }
 
 // Everything about an upstream except its target list (targets are diffed one by one).
@@ -29,6 +33,7 @@ std::string describe_policy(const Upstream& u) {
       u.balance, u.protocol, ms(u.dns_ttl), ms(u.timeouts.connect), ms(u.timeouts.request),
       ms(u.timeouts.idle), u.max_connections, u.max_pending);
   s += fmt::format(" hash_on={}:{}", static_cast<int>(u.hash_on.kind), u.hash_on.name);
+  if (u.proxy_protocol != 0) s += fmt::format(" proxy_protocol=v{}", u.proxy_protocol);
   if (u.sticky.enabled) s += fmt::format(" sticky={}/{}", u.sticky.cookie, ms(u.sticky.ttl));
   if (u.health_check.enabled) {
     const auto& h = u.health_check;

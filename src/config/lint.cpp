@@ -172,10 +172,14 @@ std::vector<Diagnostic> lint(const Config& config) {
   if (config.mqtt) {
     for (const MqttRoute& route : config.mqtt->routes) used.insert(route.upstream);
   }
+  for (const Listener& listener : config.listeners) {
+    if (!listener.upstream.empty()) used.insert(listener.upstream);
+  }
   for (const Upstream& upstream : config.upstreams) {
     if (!used.contains(upstream.name)) {
-      out.push_back(warning(config, upstream.mark,
-                            "upstream '" + upstream.name + "' is not used by any route"));
+      out.push_back(
+          warning(config, upstream.mark,
+                  "upstream '" + upstream.name + "' is not used by any route or listener"));
     }
     lint_upstream(config, upstream, out);
   }

@@ -80,9 +80,9 @@ constexpr std::string_view k_limits_keys[] = {
 constexpr Schema k_limits{"in 'limits'", k_limits_keys, {}};
 
 constexpr std::string_view k_listener_keys[] = {
-    "name", "listen", "protocol", "limits", "tls", "redirect_to_https", "http2"};
-constexpr std::string_view k_listener_later[] = {"proxy_protocol", "upstream"};
-constexpr Schema k_listener{"in a listener", k_listener_keys, k_listener_later};
+    "name",  "listen",         "protocol", "limits", "tls", "redirect_to_https",
+    "http2", "proxy_protocol", "upstream"};
+constexpr Schema k_listener{"in a listener", k_listener_keys, {}};
 
 constexpr std::string_view k_listener_tls_keys[] = {"certificates", "min_version", "client_ca",
                                                     "ticket_rotation", "client_cert"};
@@ -109,10 +109,11 @@ constexpr std::string_view k_basic_keys[] = {"realm"};
 constexpr Schema k_basic{"in 'basic'", k_basic_keys, {}};
 
 constexpr std::string_view k_upstream_keys[] = {
-    "targets",  "balance",         "hash_on",     "sticky",  "health_check", "outlier", "retries",
-    "protocol", "max_connections", "max_pending", "dns_ttl", "timeouts",     "tls"};
-constexpr std::string_view k_upstream_later[] = {"proxy_protocol"};
-constexpr Schema k_upstream{"in an upstream", k_upstream_keys, k_upstream_later};
+    "targets", "balance",  "hash_on",  "sticky",          "health_check",
+    "outlier", "retries",  "protocol", "max_connections", "max_pending",
+    "dns_ttl", "timeouts", "tls",      "proxy_protocol"};
+constexpr Schema k_upstream{"in an upstream", k_upstream_keys, {}};
+constexpr std::string_view k_proxy_protocol_versions[] = {"v1", "v2"};
 
 constexpr std::string_view k_upstream_tls_keys[] = {"sni", "verify", "ca"};
 constexpr Schema k_upstream_tls{"in an upstream's 'tls'", k_upstream_tls_keys, {}};
@@ -177,8 +178,7 @@ constexpr Schema k_deny{"in 'deny'", k_deny_keys, {}};
 // Enumerated values: accepted now / documented but not implemented yet.
 constexpr std::string_view k_log_levels[] = {"debug", "info", "warn", "error"};
 constexpr std::string_view k_access_formats[] = {"json", "combined"};
-constexpr std::string_view k_listener_protocols[] = {"http", "mqtt"};
-constexpr std::string_view k_listener_protocols_later[] = {"tcp", "udp"};
+constexpr std::string_view k_listener_protocols[] = {"http", "mqtt", "tcp", "udp"};
 constexpr std::string_view k_balances[] = {"round_robin", "least_conn", "p2c",
                                            "ring_hash",   "maglev",     "random"};
 // `hash_on: KIND` or `hash_on: KIND:NAME`.
@@ -642,6 +642,17 @@ class Loader {
       }
       if (l.protocol != "http" && l.http2) {
         error(l.mark, "listener " + quote(l.name) + ": 'http2' is for http listeners");
+      }
+      // What an upstream behind a tcp/udp listener cannot do (yet).
+      const Upstream* u = l.upstream.empty() ? nullptr : config_.find_upstream(l.upstream);
+      if (u != nullptr && u->tls) {
+        error(l.upstream_mark, "listener " + quote(l.name) + ": upstream " + quote(u->name) +
+                                   " has 'tls', which a " + l.protocol +
+                                   " listener does not support in this version yet");
+      }
+      if (u != nullptr && l.protocol == "udp" && u->proxy_protocol != 0) {
+        error(l.upstream_mark, "listener " + quote(l.name) + ": upstream " + quote(u->name) +
+                                   " sends 'proxy_protocol', which a udp listener cannot carry");
       }
     }
     // A global limit needs the Redis it shares its counts through.
@@ -1225,14 +1236,15 @@ class Loader {
           error(entry.mark, "listener " + quote(listener.name) + " needs 'listen: HOST:PORT'");
         }
         if (const Field* protocol = f->get("protocol")) {
-          if (auto value = choice(protocol->value, "listener protocol", k_listener_protocols,
-                                  k_listener_protocols_later)) {
+          if (auto value = choice(protocol->value, "listener protocol", k_listener_protocols)) {
             listener.protocol = *value;
           }
         }
         if (const Field* limits = f->get("limits")) load_limits(limits->value, listener.limits);
         const Field* tls = f->get("tls");
-        if (tls) load_listener_tls(*tls, listener);
+        if (tls && listener.protocol != "tcp" && listener.protocol != "udp") {
+          load_listener_tls(*tls, listener);
+        }
         if (const Field* redirect = f->get("redirect_to_https")) {
           if (tls) {
             error(redirect->key_mark,
@@ -1245,8 +1257,49 @@ class Loader {
         if (const Field* h2 = f->get("http2")) {
           if (auto on = boolean(h2->value)) listener.http2 = *on;
         }
+        if (const Field* pp = f->get("proxy_protocol")) {
+          if (auto on = boolean(pp->value)) listener.proxy_protocol = *on;
+          if (listener.protocol == "udp" && listener.proxy_protocol) {
+            error(pp->key_mark,
+                  "'proxy_protocol' is for tcp, http and mqtt listeners (a udp "
+                  "listener has no connection to carry the header)");
+          }
+        }
+        load_listener_upstream(f->get("upstream"), f->get("tls"), entry.mark, listener);
       }
       if (has_address) add_listener(std::move(listener), name_mark, listen_mark);
+    }
+  }
+
+  // `upstream` on tcp/udp listeners (required there, refused elsewhere); what such a listener
+  // does not take (TLS termination, redirects).
+  void load_listener_upstream(const Field* upstream, const Field* tls, Mark entry_mark,
+                              Listener& listener) {
+    const bool l4 = listener.protocol == "tcp" || listener.protocol == "udp";
+    if (!l4) {
+      if (upstream) {
+        error(upstream->key_mark, "'upstream' is for tcp and udp listeners (an " +
+                                      listener.protocol + " listener forwards by its routes)");
+      }
+      return;
+    }
+    if (!upstream) {
+      error(entry_mark, "listener " + quote(listener.name) + " has 'protocol: " +
+                            listener.protocol + "' but no 'upstream' (the upstream its " +
+                            (listener.protocol == "tcp" ? "connections" : "datagrams") + " go to)");
+    } else if (auto name = upstream_reference(upstream->value)) {
+      listener.upstream = *name;
+      listener.upstream_mark = upstream->value.mark;
+    }
+    if (tls) {
+      error(tls->key_mark, "'tls' on a " + listener.protocol +
+                               " listener is not supported in this version yet (bytes are "
+                               "relayed as they are)");
+    }
+    if (listener.redirect_to_https) {
+      error(entry_mark,
+            "listener " + quote(listener.name) + ": 'redirect_to_https' is for http listeners");
+      listener.redirect_to_https = false;
     }
   }
 
@@ -1327,7 +1380,9 @@ class Loader {
         error(name_mark, "duplicate listener name " + quote(listener.name) +
                              " (first used at line " + std::to_string(other.mark.line) + ")");
       }
-      if (other.host == listener.host && other.port == listener.port) {
+      // (a udp and a tcp-based listener may share an address: they are different sockets)
+      if (other.host == listener.host && other.port == listener.port &&
+          (other.protocol == "udp") == (listener.protocol == "udp")) {
         error(listen_mark, "listener " + quote(listener.name) + " uses the address of listener " +
                                quote(other.name) + " (line " + std::to_string(other.mark.line) +
                                ")");
@@ -1754,6 +1809,11 @@ class Loader {
       }
       const Field* tls = f->get("tls");
       if (tls) load_upstream_tls(tls->value, upstream);
+      if (const Field* pp = f->get("proxy_protocol")) {
+        if (auto v = choice(pp->value, "proxy_protocol version", k_proxy_protocol_versions)) {
+          upstream.proxy_protocol = *v == "v1" ? 1 : 2;
+        }
+      }
       if (const Field* protocol = f->get("protocol")) {
         if (upstream.protocol == "http2" && !tls) {
           error(protocol->value.mark,
@@ -1765,12 +1825,20 @@ class Loader {
                                           ": 'protocol: h2c' is cleartext HTTP/2; with 'tls' "
                                           "use 'http2'");
         }
+        if (upstream.protocol != "http1" && upstream.proxy_protocol != 0) {
+          error(protocol->value.mark,
+                "upstream " + quote(upstream.name) +
+                    ": 'proxy_protocol' names one client per connection, and an HTTP/2 "
+                    "connection carries many (use x-forwarded-for, or protocol http1)");
+        }
         if (upstream.protocol != "http1" && upstream.health_check.enabled &&
             upstream.health_check.type == HealthCheck::Type::Http) {
-          error(upstream.health_check.mark,
-                "upstream " + quote(upstream.name) + ": active health checks of type http speak "
-                "HTTP/1.1, which an HTTP/2 target need not understand; use 'type: tcp' (passive "
-                "outlier detection still watches every HTTP/2 answer)");
+          error(
+              upstream.health_check.mark,
+              "upstream " + quote(upstream.name) +
+                  ": active health checks of type http speak "
+                  "HTTP/1.1, which an HTTP/2 target need not understand; use 'type: tcp' (passive "
+                  "outlier detection still watches every HTTP/2 answer)");
         }
       }
     } else if (!e.value.node.IsSequence()) {

@@ -2,6 +2,7 @@
 #include "proxy/access_log.h"
 #include "proxy/h2_proxy.h"
 #include "proxy/hold.h"
+#include "proxy/proxy_header.h"
 #include "proxy/upstream_call.h"
 #include "proxy/websocket_bridge.h"
 
@@ -538,6 +539,7 @@ class HttpSession final : public server::Session {
         addr = asio::ip::make_address_v4(asio::ip::v4_mapped, addr.to_v6());
       }
       client_ip_ = addr.to_string();
+      addrs_.client = {client_ip_, ep.port()};  // (the local address: only for a PROXY header)
     }
     worker_.add_session(this);
   }
@@ -555,6 +557,7 @@ class HttpSession final : public server::Session {
         down_wd_(socket_.get_executor()),
         up_wd_(socket_.get_executor()) {
     io_ = server::Io{nullptr, nullptr, lane_.get()};
+    addrs_ = info.addrs;
     worker_.add_session(this);
   }
   ~HttpSession() override {
@@ -719,6 +722,11 @@ class HttpSession final : public server::Session {
   bool redirect_to_https_ = false;
   std::string listener_name_;
   std::string client_ip_;
+  Addresses addrs_;  // client and local address (from a PROXY header on such a listener)
+  const Addresses& proxy_addresses() {  // for an upstream PROXY header: with the local address
+    if (addrs_.local.ip.empty()) addrs_.local = connection_addresses(socket_).local;
+    return addrs_;
+  }
   Watchdog down_wd_;
   Watchdog up_wd_;
   std::shared_ptr<const Snapshot> snap_;
@@ -761,6 +769,18 @@ asio::awaitable<void> HttpSession::run() {
   conn_listener_ = listener_index_;
   if (lane_) conn_metrics_ = nullptr;  // the HTTP/2 connection counts itself
   if (conn_metrics_) conn_metrics_->connection_opened(conn_listener_);
+  if (const config::Listener* l = listener(); !lane_ && l != nullptr && l->proxy_protocol) {
+    // The L4 balancer in front names the client first (before TLS, as the spec orders).
+    std::string_view why =
+        co_await accept_proxy_header(socket_, down_wd_, limits_.header_timeout, addrs_);
+    if (!why.empty()) {
+      log::warn("listener {}: PROXY header from {} refused: {}", listener_name_, client_ip_, why);
+      error_code ignored;
+      socket_.close(ignored);
+      co_return;
+    }
+    client_ip_ = addrs_.client.ip;
+  }
   if (lane_) {
     // Served on an HTTP/2 connection: no handshake, no socket to close.
   } else if (auto it = snap_->listener_tls.find(listener_name_); it != snap_->listener_tls.end()) {
@@ -794,7 +814,7 @@ asio::awaitable<void> HttpSession::run() {
     }
     if (h2) {
       down_wd_.disarm();
-      DownstreamInfo info{client_ip_, https_, tls_cn_};
+      DownstreamInfo info{client_ip_, https_, tls_cn_, proxy_addresses()};
       std::string_view initial(buf_.empty() ? nullptr : buf_.data(), end_);
       co_await serve_h2(worker_, io_, initial, listener_name_, std::move(info));
       begin_ = end_ = 0;
@@ -1669,17 +1689,26 @@ asio::awaitable<HttpSession::Next> HttpSession::forward(const CompiledUpstream& 
     const std::string& ip = target->dynamic ? dynamic_ip : target->ip;
     const std::string& key = target->dynamic ? dynamic_key : target->key;
     const bool replayable = replay_ok && method_retryable;
+    // A connection that began with a PROXY header speaks for one client: pooled for it alone.
+    // (HTTP/2 upstreams multiplex many clients on a connection: no PROXY header there.)
     const bool h2_upstream = uc.protocol != "http1"sv;
-    conn = h2_upstream ? nullptr : worker_.pool().acquire(key, uc.timeouts.idle, replayable);
+    const std::string pp_key =
+        uc.proxy_protocol != 0 && !h2_upstream ? proxy_pool_key(key, addrs_.client) : std::string();
+    const std::string& pool_key = pp_key.empty() ? key : pp_key;
+    conn = h2_upstream ? nullptr : worker_.pool().acquire(pool_key, uc.timeouts.idle, replayable);
     bool reused = conn != nullptr;
     if (!conn) {
       conn = std::make_unique<UpstreamConnection>(worker_.io());
-      conn->key = key;
+      conn->key = pool_key;
       if (h2_upstream) {  // a stream of a shared HTTP/2 connection (h2_proxy.cpp)
         last = co_await open_h2_stream(worker_, *conn, up, *target, ip, key, up_wd_,
                                        uc.timeouts.connect);
       } else {
         last = co_await connect_target(conn->socket, ip, target->port, uc.timeouts.connect, up_wd_);
+      }
+      if (!last && uc.proxy_protocol != 0 && !h2_upstream) {
+        last = co_await send_proxy_header(conn->socket, uc.proxy_protocol, proxy_addresses(),
+                                          up_wd_, uc.timeouts.connect);
       }
       if (!last && up.tls && !h2_upstream) {
         last = co_await upstream_handshake(*conn, up, *target, key, up_wd_, uc.timeouts.connect);
@@ -2321,6 +2350,7 @@ asio::awaitable<HttpSession::Next> HttpSession::bridge(const CompiledRoute& rout
     }
     b.extra_headers.emplace_back(to_lower_ascii(h.name), std::string(h.value));
   }
+  b.source = proxy_addresses();
   b.extra_headers.emplace_back("x-forwarded-for", client_ip_);
   b.extra_headers.emplace_back("x-forwarded-proto", https_ ? "https" : "http");
   if (!x.consumer().empty()) b.extra_headers.emplace_back("x-consumer", std::string(x.consumer()));

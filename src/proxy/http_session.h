@@ -7,6 +7,7 @@
 #include <memory>
 #include <string>
 
+#include "proxy/proxy_header.h"
 #include "server/asio.h"
 
 namespace sluice::server {
@@ -25,6 +26,7 @@ struct DownstreamInfo {
   std::string client_ip;
   bool https = false;  // the connection is TLS
   std::string tls_cn;  // a verified client certificate's CN
+  Addresses addrs;     // client and local address, for an upstream PROXY header
 };
 
 // HTTP/2 streams, one after another, carried as HTTP/1 bytes over `lane` (server/lane.h): the

@@ -21,6 +21,7 @@
 #include "mqtt/codec.h"
 #include "mqtt/topic.h"
 #include "proxy/access_log.h"
+#include "proxy/proxy_header.h"
 #include "proxy/upstream_call.h"
 #include "server/snapshot.h"
 #include "server/tls_stream.h"
@@ -165,6 +166,7 @@ class MqttSession final : public server::Session {
       }
       client_ip_ = addr.to_string();
     }
+    addrs_ = connection_addresses(socket_);
     worker_.add_session(this);
   }
   ~MqttSession() override {
@@ -223,6 +225,7 @@ class MqttSession final : public server::Session {
   server::Io io_{&socket_, nullptr};
   std::string listener_name_;
   std::string client_ip_;
+  Addresses addrs_;  // client and local address (from a PROXY header on such a listener)
   std::string tls_cn_;
   Watchdog read_wd_;
   Watchdog write_wd_;
@@ -346,10 +349,20 @@ asio::awaitable<void> MqttSession::run() {
       std::min<uint64_t>(limits_.max_body + limits_.max_header_bytes, 268'435'460));
   options_.max_packet_size = max_packet_;
 
+  bool connected = true;
+  if (listener_index_ >= 0 && snap_->config.listeners[listener_index_].proxy_protocol) {
+    std::string_view why =
+        co_await accept_proxy_header(socket_, read_wd_, limits_.header_timeout, addrs_);
+    if (!why.empty()) {
+      log::warn("listener {}: PROXY header from {} refused: {}", listener_name_, client_ip_, why);
+      connected = false;
+    }
+    client_ip_ = addrs_.client.ip;
+  }
   // The TLS handshake and CONNECT, together within header_timeout (slowloris).
   read_wd_.arm(limits_.header_timeout, &socket_);
-  bool connected = true;
-  if (auto it = snap_->listener_tls.find(listener_name_); it != snap_->listener_tls.end()) {
+  if (auto it = snap_->listener_tls.find(listener_name_);
+      connected && it != snap_->listener_tls.end()) {
     connected = co_await handshake(it->second);
   }
   if (connected) connected = co_await connect();
@@ -751,6 +764,7 @@ asio::awaitable<Outcome> MqttSession::deliver(Message& m) {
   CallRequest req;
   req.method = rc.method;
   req.path = *path;
+  req.source = addrs_;
   auto& h = req.headers;
   h.emplace_back("x-mqtt-topic", m.topic);
   h.emplace_back("x-mqtt-client-id", client_id_);

@@ -30,6 +30,36 @@ using server::UpstreamConnection;
 using server::Watchdog;
 using Clock = std::chrono::steady_clock;
 
+void fill_load(const CompiledUpstream& up, upstream::PickContext& ctx,
+               std::vector<uint32_t>& load) {
+  if (up.algorithm != upstream::Algorithm::LeastConn && up.algorithm != upstream::Algorithm::P2C) {
+    return;
+  }
+  load.resize(up.targets.size());
+  for (size_t i = 0; i < up.targets.size(); ++i) {
+    load[i] = up.targets[i].state->in_flight.load(std::memory_order_relaxed);
+  }
+  ctx.load = &load;
+}
+
+bool exclude_unavailable(const CompiledUpstream& up, int64_t now_ms, std::vector<bool>& excluded) {
+  excluded.assign(up.targets.size(), false);
+  bool any = false;
+  for (size_t i = 0; i < up.targets.size(); ++i) {
+    excluded[i] = !up.targets[i].state->available(now_ms);
+    any = any || !excluded[i];
+  }
+  return any;
+}
+
+bool take_slot(std::atomic<int64_t>& active, uint32_t max) {
+  int64_t v = active.load(std::memory_order_relaxed);
+  while (v < static_cast<int64_t>(max)) {
+    if (active.compare_exchange_weak(v, v + 1, std::memory_order_relaxed)) return true;
+  }
+  return false;
+}
+
 asio::awaitable<Error> connect_target(tcp::socket& sock, const std::string& ip, uint16_t port,
                                       Duration timeout, Watchdog& wd) {
   error_code ec;
@@ -159,13 +189,7 @@ asio::awaitable<CallResult> call_upstream(server::Worker& worker, const server::
 
   // Circuit breaker, as for client requests: a slot under max_connections, else wait (at most
   // max_pending callers, at most the connect timeout).
-  auto try_take_slot = [&] {
-    int64_t v = counters.active.load(std::memory_order_relaxed);
-    while (v < static_cast<int64_t>(uc.max_connections)) {
-      if (counters.active.compare_exchange_weak(v, v + 1, std::memory_order_relaxed)) return true;
-    }
-    return false;
-  };
+  auto try_take_slot = [&] { return take_slot(counters.active, uc.max_connections); };
   if (counters.pending.load(std::memory_order_relaxed) > 0 || !try_take_slot()) {
     if (counters.pending.load(std::memory_order_relaxed) >= uc.max_pending) {
       out.error = {Source::Upstream, ErrorKind::CircuitOpen};
@@ -190,13 +214,7 @@ asio::awaitable<CallResult> call_upstream(server::Worker& worker, const server::
   ctx.random = worker.random();
   ctx.hash = req.hash.value_or(ctx.random);
   std::vector<uint32_t> load;
-  if (up.algorithm == upstream::Algorithm::LeastConn || up.algorithm == upstream::Algorithm::P2C) {
-    load.resize(up.targets.size());
-    for (size_t i = 0; i < up.targets.size(); ++i) {
-      load[i] = up.targets[i].state->in_flight.load(std::memory_order_relaxed);
-    }
-    ctx.load = &load;
-  }
+  fill_load(up, ctx, load);
 
   const int max_tries = 1 + std::max(0, rc.attempts);
   std::vector<bool> tried(up.targets.size(), false), excluded, fresh;
@@ -226,13 +244,7 @@ asio::awaitable<CallResult> call_upstream(server::Worker& worker, const server::
   const CompiledTarget* target = nullptr;
 
   for (int attempt = 0; attempt < max_tries && !got_head; ++attempt) {
-    excluded.assign(up.targets.size(), false);
-    bool any = false;
-    for (size_t i = 0; i < up.targets.size(); ++i) {
-      excluded[i] = !up.targets[i].state->available(now_ms);
-      any = any || !excluded[i];
-    }
-    if (!any) break;
+    if (!exclude_unavailable(up, now_ms, excluded)) break;
     fresh.assign(excluded.begin(), excluded.end());
     for (size_t i = 0; i < tried.size(); ++i) fresh[i] = fresh[i] || tried[i];
     upstream::Balancer& balancer = worker.balancer(snap, upstream_index);
@@ -286,16 +298,25 @@ asio::awaitable<CallResult> call_upstream(server::Worker& worker, const server::
     const std::string& ip = target->dynamic ? dynamic_ip : target->ip;
     const std::string& key = target->dynamic ? dynamic_key : target->key;
     const bool h2_upstream = uc.protocol != "http1";
-    conn = h2_upstream ? nullptr : worker.pool().acquire(key, uc.timeouts.idle, method_retryable);
+    const std::string pp_key = uc.proxy_protocol != 0 && !h2_upstream
+                                   ? proxy_pool_key(key, req.source.client)
+                                   : std::string();
+    const std::string& pool_key = pp_key.empty() ? key : pp_key;
+    conn =
+        h2_upstream ? nullptr : worker.pool().acquire(pool_key, uc.timeouts.idle, method_retryable);
     const bool reused = conn != nullptr;
     if (!conn) {
       conn = std::make_unique<UpstreamConnection>(worker.io());
-      conn->key = key;
+      conn->key = pool_key;
       if (h2_upstream) {  // a stream of a shared HTTP/2 connection (h2_proxy.cpp)
         last =
             co_await open_h2_stream(worker, *conn, up, *target, ip, key, wd, uc.timeouts.connect);
       } else {
         last = co_await connect_target(conn->socket, ip, target->port, uc.timeouts.connect, wd);
+      }
+      if (!last && uc.proxy_protocol != 0 && !h2_upstream) {
+        last = co_await send_proxy_header(conn->socket, uc.proxy_protocol, req.source, wd,
+                                          uc.timeouts.connect);
       }
       if (!last && up.tls && !h2_upstream) {
         last = co_await upstream_handshake(*conn, up, *target, key, wd, uc.timeouts.connect);

@@ -25,6 +25,7 @@
 // Runs on `worker`'s thread; `snap` must outlive the call (callers hold its shared_ptr).
 #pragma once
 
+#include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <optional>
@@ -34,7 +35,9 @@
 
 #include "core/duration.h"
 #include "core/error.h"
+#include "proxy/proxy_header.h"
 #include "server/asio.h"
+#include "upstream/balancer.h"
 
 namespace sluice::server {
 class Worker;
@@ -63,6 +66,9 @@ struct CallRequest {
   std::string request_id;           // x-request-id; empty = a new random UUID
   std::string traceparent;          // a W3C traceparent to continue; empty or invalid = a new trace
   size_t max_response_body = 1024 * 1024;  // beyond this the body is cut (body_truncated)
+  // The client's connection, named in the PROXY header to an upstream with `proxy_protocol`
+  // (empty addresses: the header says LOCAL / UNKNOWN).
+  Addresses source;
 };
 
 struct CallResult {
@@ -87,6 +93,19 @@ asio::awaitable<CallResult> call_upstream(server::Worker& worker, const server::
                                           size_t upstream_index, CallRequest request);
 
 // Building blocks shared with client exchanges.
+
+// Target choice, shared by client exchanges, bridges and L4 sessions (tcp/udp listeners).
+// least_conn / p2c: `load` gets every target's in-flight count (all workers) and ctx.load points
+// at it (`load` must outlive ctx); other algorithms leave both alone.
+void fill_load(const server::CompiledUpstream& up, upstream::PickContext& ctx,
+               std::vector<uint32_t>& load);
+// excluded[i] = target i takes no new traffic now (unhealthy, ejected, drained, unresolved).
+// False when every target is excluded.
+bool exclude_unavailable(const server::CompiledUpstream& up, int64_t now_ms,
+                         std::vector<bool>& excluded);
+// The circuit breaker: one of `max` slots of `active`, or false when all are taken (the caller
+// releases it with Hold<int64_t>::adopt(active)).
+bool take_slot(std::atomic<int64_t>& active, uint32_t max);
 
 // Opens `sock` to ip:port within `timeout` (the watchdog cancels a connect that takes longer).
 asio::awaitable<Error> connect_target(tcp::socket& sock, const std::string& ip, uint16_t port,

@@ -298,6 +298,7 @@ asio::awaitable<BridgeStats> bridge_websocket(server::Worker& worker, tcp::socke
     buf.consume(buf.size());
     cr.timeout = b.timeout;
     cr.max_response_body = static_cast<size_t>(b.max_message);
+    cr.source = b.source;
     asio::co_spawn(ex, call(worker, snap, upstream_index, std::move(cr), p, st), asio::detached);
   }
   // The writer still sends what gets answered (a client that only half-closed still reads); it

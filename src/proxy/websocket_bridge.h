@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "core/duration.h"
+#include "proxy/proxy_header.h"
 #include "server/asio.h"
 
 namespace sluice::server {
@@ -50,6 +51,7 @@ struct BridgeRequest {
   // worker's block for the session's snapshot) under `route`; null = not collected.
   std::shared_ptr<stats::WorkerMetrics> metrics;
   int route = -1;
+  Addresses source;  // the client's connection, for an upstream with `proxy_protocol`
 };
 
 struct BridgeStats {

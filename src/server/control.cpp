@@ -6,6 +6,7 @@
 #include <boost/asio/ip/tcp.hpp>
 
 #include "core/log.h"
+#include "net/proxy_protocol.h"
 #include "server/asio.h"
 #include "server/snapshot.h"
 #include "server/tls_stream.h"
@@ -95,6 +96,13 @@ struct Control::Impl {
     wd.arm(hc.timeout, &sock);  // one deadline for connect + request + status line
     auto [cec] = co_await sock.async_connect(tcp::endpoint(addr, target.port), use_nothrow);
     if (cec) co_return false;
+    if (up.config->proxy_protocol != 0) {
+      // A target that expects a PROXY header gets one saying "no client here" (v2 LOCAL, v1
+      // UNKNOWN): it then uses the connection's own addresses, as for any health check.
+      std::string header = net::encode_proxy_local(up.config->proxy_protocol);
+      auto [pec, pn] = co_await asio::async_write(sock, asio::buffer(header), use_nothrow);
+      if (pec) co_return false;
+    }
     std::unique_ptr<TlsStream> tls;
     if (up.tls) {
       SSL* ssl = up.tls->new_ssl(target.host, target.key);

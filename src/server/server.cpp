@@ -33,15 +33,23 @@
 namespace sluice::server {
 namespace {
 
-std::string listener_key(const config::Listener& l) {
+std::string listener_address(const config::Listener& l) {
   return l.host.find(':') != std::string::npos ? fmt::format("[{}]:{}", l.host, l.port)
                                                : fmt::format("{}:{}", l.host, l.port);
 }
 
-// One SO_REUSEPORT listening socket; -1 and `error` set on failure.
+// "host:port", "udp:host:port" for udp listeners (a udp and a tcp listener may share a port).
+std::string listener_key(const config::Listener& l) {
+  return l.protocol == "udp" ? "udp:" + listener_address(l) : listener_address(l);
+}
+
+// One SO_REUSEPORT listening socket (a bound datagram socket for udp listeners: one per worker,
+// the kernel spreads clients over them by address hash); -1 and `error` set on failure.
 int bind_listener(const config::Listener& l, std::string& error) {
   bool v6 = l.host.find(':') != std::string::npos;
-  int fd = ::socket(v6 ? AF_INET6 : AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  const bool udp = l.protocol == "udp";
+  int fd = ::socket(v6 ? AF_INET6 : AF_INET,
+                    (udp ? SOCK_DGRAM : SOCK_STREAM) | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
   if (fd < 0) {
     error = std::strerror(errno);
     return -1;
@@ -64,7 +72,7 @@ int bind_listener(const config::Listener& l, std::string& error) {
     inet_pton(AF_INET, l.host.c_str(), &a->sin_addr);
     len = sizeof *a;
   }
-  if (::bind(fd, reinterpret_cast<sockaddr*>(&ss), len) != 0 || ::listen(fd, 4096) != 0) {
+  if (::bind(fd, reinterpret_cast<sockaddr*>(&ss), len) != 0 || (!udp && ::listen(fd, 4096) != 0)) {
     error = std::strerror(errno);
     ::close(fd);
     return -1;
@@ -166,7 +174,7 @@ class Gateway {
     }
     for (const auto& l : cfg.listeners) {
       log::info("listening on {}{}://{} ({}), {} worker(s)", l.protocol, l.tls ? "s" : "",
-                listener_key(l), l.name, n);
+                listener_address(l), l.name, n);
     }
     log::info("config {} loaded, checksum {}", cfg.file, snap->checksum);
     if (options_.on_ready) options_.on_ready();

@@ -11,6 +11,8 @@
 #include "proxy/h2_proxy.h"
 #include "proxy/http_session.h"
 #include "proxy/mqtt_session.h"
+#include "proxy/tcp_session.h"
+#include "proxy/udp_session.h"
 #include "server/redis.h"
 #include "server/tls_stream.h"
 
@@ -69,10 +71,12 @@ void UpstreamPool::release(std::unique_ptr<UpstreamConnection> conn) {
 
 void UpstreamPool::sweep(Duration idle_timeout) {
   auto now = std::chrono::steady_clock::now();
-  for (auto& [key, list] : idle_) {
-    std::erase_if(list, [&](const std::unique_ptr<UpstreamConnection>& c) {
+  for (auto it = idle_.begin(); it != idle_.end();) {
+    std::erase_if(it->second, [&](const std::unique_ptr<UpstreamConnection>& c) {
       return now - c->idle_since >= idle_timeout || !still_open(*c);
     });
+    // (keys come and go: one per client for upstreams with proxy_protocol)
+    it = it->second.empty() ? idle_.erase(it) : std::next(it);
   }
 }
 
@@ -115,6 +119,7 @@ Worker::~Worker() {
   // destroys the frames of connections still open after a drain timeout) before the pools and
   // the session set those frames' destructors use.
   acceptors_.clear();
+  udp_sockets_.clear();
   pool_.clear();
   redis_.reset();
   io_.reset();
@@ -188,13 +193,7 @@ void Worker::apply(std::shared_ptr<const Snapshot> snapshot, std::vector<Listene
     snapshot_ = std::move(snapshot);
     metrics_ = metrics_registry().add_worker(snapshot_->layout);
     update_redis();
-    for (const auto& key : removed) {
-      auto it = acceptors_.find(key);
-      if (it == acceptors_.end()) continue;
-      error_code ignored;
-      it->second->close(ignored);
-      acceptors_.erase(it);
-    }
+    for (const auto& key : removed) close_listener(key);
     for (auto& s : added) open_listener(std::move(s));
   });
 }
@@ -207,6 +206,11 @@ void Worker::drain() {
       acc->close(ignored);
     }
     acceptors_.clear();
+    for (auto& [key, sock] : udp_sockets_) {
+      error_code ignored;
+      sock->close(ignored);  // its loop ends every session (one log line each)
+    }
+    udp_sockets_.clear();
     pool_.clear();
     proxy::close_h2_upstreams();
     // on_drain may end a session, which removes itself from the set: iterate over a copy.
@@ -221,13 +225,43 @@ void Worker::stop() {
   thread_.join();
 }
 
+void Worker::close_listener(const std::string& key) {
+  error_code ignored;
+  if (auto it = acceptors_.find(key); it != acceptors_.end()) {
+    it->second->close(ignored);
+    acceptors_.erase(it);
+  }
+  if (auto it = udp_sockets_.find(key); it != udp_sockets_.end()) {
+    it->second->close(ignored);
+    udp_sockets_.erase(it);
+  }
+}
+
 void Worker::open_listener(ListenerSocket ls) {
-  auto acc = std::make_shared<tcp::acceptor>(*io_);
   error_code ec;
   int family = 0;
   sockaddr_storage ss{};
   socklen_t len = sizeof ss;
   if (::getsockname(ls.fd, reinterpret_cast<sockaddr*>(&ss), &len) == 0) family = ss.ss_family;
+  int type = 0;
+  socklen_t type_len = sizeof type;
+  ::getsockopt(ls.fd, SOL_SOCKET, SO_TYPE, &type, &type_len);
+  if (type == SOCK_DGRAM) {
+    using udp = asio::ip::udp;
+    auto sock = std::make_shared<udp::socket>(*io_);
+    sock->assign(family == AF_INET6 ? udp::v6() : udp::v4(), ls.fd, ec);
+    if (ec) {
+      log::error("worker {}: cannot adopt listener {}: {}", id_, ls.key, ec.message());
+      ::close(ls.fd);
+      return;
+    }
+    udp_sockets_[ls.key] = sock;
+    connections_.fetch_add(1, std::memory_order_relaxed);  // (drain waits for its last log lines)
+    asio::co_spawn(*io_, proxy::serve_udp(*this, sock, ls.name),
+                   [this](std::exception_ptr e) { connection_ended(e, "udp listener"); });
+    return;
+  }
+  auto acc = std::make_shared<tcp::acceptor>(*io_);
   acc->assign(family == AF_INET6 ? tcp::v6() : tcp::v4(), ls.fd, ec);
   if (ec) {
     log::error("worker {}: cannot adopt listener {}: {}", id_, ls.key, ec.message());
@@ -258,19 +292,23 @@ asio::awaitable<void> Worker::accept_loop(std::shared_ptr<tcp::acceptor> accepto
     for (const auto& l : snapshot_->config.listeners) {
       if (l.name == name) listener = &l;
     }
-    auto session = listener != nullptr && listener->protocol == "mqtt"
-                       ? proxy::serve_mqtt(*this, std::move(socket), name)
-                       : proxy::serve_http(*this, std::move(socket), name);
-    asio::co_spawn(*io_, std::move(session), [this](std::exception_ptr e) {
-      connections_.fetch_sub(1, std::memory_order_relaxed);
-      if (e) {
-        try {
-          std::rethrow_exception(e);
-        } catch (const std::exception& ex) {
-          log::error("connection ended by unexpected exception: {}", ex.what());
-        }
-      }
-    });
+    const std::string_view protocol =
+        listener != nullptr ? std::string_view(listener->protocol) : std::string_view("http");
+    auto session = protocol == "mqtt"  ? proxy::serve_mqtt(*this, std::move(socket), name)
+                   : protocol == "tcp" ? proxy::serve_tcp(*this, std::move(socket), name)
+                                       : proxy::serve_http(*this, std::move(socket), name);
+    asio::co_spawn(*io_, std::move(session),
+                   [this](std::exception_ptr e) { connection_ended(e, "connection"); });
+  }
+}
+
+void Worker::connection_ended(std::exception_ptr e, std::string_view what) {
+  connections_.fetch_sub(1, std::memory_order_relaxed);
+  if (!e) return;
+  try {
+    std::rethrow_exception(e);
+  } catch (const std::exception& ex) {
+    log::error("{} ended by unexpected exception: {}", what, ex.what());
   }
 }
 

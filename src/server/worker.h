@@ -8,14 +8,19 @@
 
 #include <atomic>
 #include <cstdint>
+#include <exception>
 #include <map>
 #include <memory>
 #include <random>
 #include <string>
+#include <string_view>
 #include <thread>
 #include <unordered_map>
 #include <unordered_set>
+#include <utility>
 #include <vector>
+
+#include <boost/asio/ip/udp.hpp>
 
 #include "server/asio.h"
 #include "server/snapshot.h"
@@ -69,6 +74,13 @@ class IoBuffer {
  public:
   IoBuffer() = default;
   explicit IoBuffer(size_t size) : data_(new char[size]), size_(size) {}
+  // A moved-from buffer is empty (so giving it back to a BufferPool is a no-op).
+  IoBuffer(IoBuffer&& o) noexcept : data_(std::move(o.data_)), size_(std::exchange(o.size_, 0)) {}
+  IoBuffer& operator=(IoBuffer&& o) noexcept {
+    data_ = std::move(o.data_);
+    size_ = std::exchange(o.size_, 0);
+    return *this;
+  }
   char* data() { return data_.get(); }
   const char* data() const { return data_.get(); }
   size_t size() const { return size_; }
@@ -106,7 +118,7 @@ class Session {
 struct ListenerSocket {
   std::string key;   // "host:port"
   std::string name;  // listener name
-  int fd = -1;       // bound + listening, SO_REUSEPORT; the worker takes ownership
+  int fd = -1;       // bound (+ listening for TCP), SO_REUSEPORT; the worker takes ownership
 };
 
 class Worker {
@@ -151,8 +163,12 @@ class Worker {
 
  private:
   void open_listener(ListenerSocket ls);
+  void close_listener(const std::string& key);
   asio::awaitable<void> accept_loop(std::shared_ptr<tcp::acceptor> acceptor, std::string name);
   asio::awaitable<void> housekeeping();
+  // The end of a coroutine counted in connections_ (a connection, a udp listener's loop): uncounts
+  // it, and logs an exception that escaped it (a bug).
+  void connection_ended(std::exception_ptr e, std::string_view what);
   // (Re)creates the Redis client when `rate_limits.redis` changed; worker thread.
   void update_redis();
   asio::awaitable<void> rate_sync_loop(uint64_t generation);
@@ -167,6 +183,8 @@ class Worker {
   std::thread thread_;
   std::shared_ptr<const Snapshot> snapshot_;
   std::map<std::string, std::shared_ptr<tcp::acceptor>> acceptors_;
+  // `protocol: udp` listeners: the socket their loop (proxy/udp_session.h) receives on.
+  std::map<std::string, std::shared_ptr<asio::ip::udp::socket>> udp_sockets_;
   // Per-worker balancer state (round robin positions...), rebuilt when the snapshot changes;
   // hash balancers are immutable tables shared from the snapshot.
   std::vector<upstream::Balancer*> balancers_;

@@ -163,11 +163,12 @@ void ListenerTotals::add(const ListenerTotals& other) {
   connections_opened += other.connections_opened;
   connections_closed += other.connections_closed;
   add_array(mqtt_messages, other.mqtt_messages);
+  udp_dropped += other.udp_dropped;
 }
 
 bool ListenerTotals::empty() const {
   return bytes_received == 0 && bytes_sent == 0 && connections_opened == 0 &&
-         connections_closed == 0 && all_zero(mqtt_messages);
+         connections_closed == 0 && all_zero(mqtt_messages) && udp_dropped == 0;
 }
 
 void Totals::add(const Totals& other) {
@@ -236,6 +237,7 @@ Totals WorkerMetrics::totals() const {
     lt.connections_closed = counter(base + kClosed).get_acquire();
     lt.connections_opened = counter(base + kOpened).get();
     for (size_t i = 0; i < kMqttResults; ++i) lt.mqtt_messages[i] = counter(base + kMqtt + i).get();
+    lt.udp_dropped = counter(base + kUdpDropped).get();
     if (l == listeners_ && lt.empty()) continue;
     t.listeners[name_at(layout_->listeners, l)].add(lt);
   }
@@ -467,6 +469,13 @@ std::string Registry::prometheus() {
       e.sample(kMqtt, "", {{"listener", listener}, {"result", label(static_cast<MqttResult>(i))}},
                l.mqtt_messages[i]);
     }
+  }
+
+  constexpr std::string_view kUdpDrops = "sluice_udp_datagrams_dropped_total";
+  e.family(kUdpDrops, "counter",
+           "Datagrams a udp listener dropped (session table full, no target, buffers full).");
+  for (const auto& [listener, l] : t.listeners) {
+    if (l.udp_dropped != 0) e.sample(kUdpDrops, "", {{"listener", listener}}, l.udp_dropped);
   }
 
   constexpr std::string_view kWebsocket = "sluice_websocket_messages_total";

@@ -105,6 +105,7 @@ struct ListenerTotals {
   uint64_t connections_opened = 0;
   uint64_t connections_closed = 0;
   std::array<uint64_t, kMqttResults> mqtt_messages{};  // by MqttResult
+  uint64_t udp_dropped = 0;  // datagrams a udp listener could not relay (table full, no target)
 
   // opened - closed, or 0 while a close recorded on another block is seen before its open.
   uint64_t connections_active() const;
@@ -192,10 +193,15 @@ class WorkerMetrics {
         .add(1);
   }
 
+  // A datagram a udp listener dropped: sluice_udp_datagrams_dropped_total.
+  void udp_dropped(int listener) {
+    counter(listener_base_ + row(listener, listeners_) * kPerListener + kUdpDropped).add(1);
+  }
+
   // --- Any thread ---
   // Every named row of the layout (zeros included), and the "" rows that are not all 0.
   Totals totals() const;
-  // Bytes of counters and histograms: 240 per route, 64 per listener, 160 per upstream, 48 per
+  // Bytes of counters and histograms: 240 per route, 72 per listener, 160 per upstream, 48 per
   // target, plus one of each for "" and up to a cache line of rounding.
   size_t memory_bytes() const;
 
@@ -212,9 +218,10 @@ class WorkerMetrics {
   static constexpr size_t kRouteCache = kRouteRateLimited + 1;
   static constexpr size_t kRouteWebsocket = kRouteCache + kCacheResults;
   static constexpr size_t kPerRoute = kRouteWebsocket + 1;
-  // Per listener row: bytes, connections, MQTT messages by result.
+  // Per listener row: bytes, connections, MQTT messages by result, UDP datagrams dropped.
   static constexpr size_t kBytesIn = 0, kBytesOut = 1, kOpened = 2, kClosed = 3, kMqtt = 4;
-  static constexpr size_t kPerListener = kMqtt + kMqttResults;
+  static constexpr size_t kUdpDropped = kMqtt + kMqttResults;
+  static constexpr size_t kPerListener = kUdpDropped + 1;
   // Per upstream row: retries by reason.
   static constexpr size_t kPerUpstream = kRetryReasons;
 

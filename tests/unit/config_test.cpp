@@ -254,11 +254,67 @@ TEST(ConfigTest, UnknownKeyGetsDidYouMeanHint) {
 TEST(ConfigTest, DocumentedButUnimplementedKeyIsNotSupportedYet) {
   EXPECT_EQ(only_diagnostic(k_base + "routes:\n  - upstream: api\n    cors: {}\n"),
             "sluice.yaml:6:5: 'cors' is not supported in this version yet");
-  EXPECT_EQ(only_diagnostic("listeners:\n  - { listen: 0.0.0.0:1883, protocol: tcp }\n"),
-            "sluice.yaml:2:39: listener protocol 'tcp' is not supported in this version yet");
+}
+
+// ---- L4: tcp / udp listeners and the PROXY protocol ------------------------------------------
+
+TEST(ConfigTest, TcpAndUdpListenersLoadTheirUpstreamAndProxyProtocol) {
+  LoadResult result = load(R"(listeners:
+  - { name: db, listen: 127.0.0.1:6380, protocol: tcp, upstream: redis, proxy_protocol: true }
+  - { name: dns, listen: 127.0.0.1:6380, protocol: udp, upstream: resolvers }
+  - { name: web, listen: 127.0.0.1:8080, proxy_protocol: true }
+upstreams:
+  redis: { targets: [127.0.0.1:6379], proxy_protocol: v1 }
+  resolvers: [127.0.0.1:53]
+  app: { targets: [127.0.0.1:9000], proxy_protocol: v2 }
+routes: [{ upstream: app }]
+)");
+  ASSERT_TRUE(result.ok()) << (result.diagnostics.empty() ? "" : result.diagnostics[0].str());
+  EXPECT_TRUE(result.diagnostics.empty()) << result.diagnostics[0].str();
+  const Config& c = *result.config;
+  ASSERT_EQ(c.listeners.size(), 3u);
+  EXPECT_EQ(c.listeners[0].protocol, "tcp");
+  EXPECT_EQ(c.listeners[0].upstream, "redis");
+  EXPECT_TRUE(c.listeners[0].proxy_protocol);
+  EXPECT_EQ(c.listeners[1].protocol, "udp");
+  EXPECT_EQ(c.listeners[1].upstream, "resolvers");
+  EXPECT_FALSE(c.listeners[1].proxy_protocol);
+  EXPECT_TRUE(c.listeners[2].proxy_protocol);
+  EXPECT_EQ(c.listeners[2].upstream, "");
+  EXPECT_EQ(c.upstreams[0].proxy_protocol, 1);
+  EXPECT_EQ(c.upstreams[1].proxy_protocol, 0);
+  EXPECT_EQ(c.upstreams[2].proxy_protocol, 2);
+}
+
+TEST(ConfigTest, L4ListenerMistakesAreReportedWithTheirPlace) {
+  const std::string ups = "upstreams:\n  db: [127.0.0.1:5432]\n";
+  EXPECT_EQ(only_diagnostic("listeners:\n  - { listen: 0.0.0.0:5432, protocol: tcp }\n" + ups),
+            "sluice.yaml:2:5: listener 'listener0' has 'protocol: tcp' but no 'upstream' (the "
+            "upstream its connections go to)");
+  EXPECT_EQ(only_diagnostic("listeners:\n  - { listen: 0.0.0.0:53, protocol: udp }\n" + ups),
+            "sluice.yaml:2:5: listener 'listener0' has 'protocol: udp' but no 'upstream' (the "
+            "upstream its datagrams go to)");
+  EXPECT_EQ(only_diagnostic(
+                "listeners:\n  - { listen: 0.0.0.0:5432, protocol: tcp, upstream: dv }\n" + ups),
+            "sluice.yaml:2:54: unknown upstream 'dv' (did you mean 'db'?)");
+  EXPECT_EQ(only_diagnostic("listeners:\n  - { listen: 0.0.0.0:80, upstream: db }\n" + ups +
+                            "routes: [{ upstream: db }]\n"),
+            "sluice.yaml:2:27: 'upstream' is for tcp and udp listeners (an http listener forwards "
+            "by its routes)");
+  EXPECT_EQ(only_diagnostic("listeners:\n  - { listen: 0.0.0.0:53, protocol: udp, upstream: db, "
+                            "proxy_protocol: true }\n" +
+                            ups),
+            "sluice.yaml:2:56: 'proxy_protocol' is for tcp, http and mqtt listeners (a udp "
+            "listener has no connection to carry the header)");
+  EXPECT_EQ(only_diagnostic("listeners:\n  - { listen: 0.0.0.0:53, protocol: udp, upstream: db }\n"
+                            "upstreams:\n  db: { targets: [127.0.0.1:53], proxy_protocol: v2 }\n"),
+            "sluice.yaml:2:52: listener 'listener0': upstream 'db' sends 'proxy_protocol', which "
+            "a udp listener cannot carry");
   EXPECT_EQ(only_diagnostic("listen: 0.0.0.0:80\nupstreams:\n  a: { targets: [1.2.3.4:80], "
-                            "proxy_protocol: v2 }\nroutes: [{upstream: a}]\n"),
-            "sluice.yaml:3:31: 'proxy_protocol' is not supported in this version yet");
+                            "proxy_protocol: v3 }\nroutes: [{upstream: a}]\n"),
+            "sluice.yaml:3:47: unknown proxy_protocol version 'v3' (did you mean 'v1'?)");
+  EXPECT_EQ(only_diagnostic("listeners:\n  - { listen: 0.0.0.0:80, proxy_protocol: maybe }\n"),
+            "sluice.yaml:2:43: 'proxy_protocol' must be true or false, got 'maybe'");
 }
 
 // ---- Protocol translation: mqtt, transform, websocket, HTTP/2 --------------------------------
@@ -877,7 +933,7 @@ routes:
   ASSERT_TRUE(result.ok());
   EXPECT_EQ(messages(result),
             (std::vector<std::string>{
-                "sluice.yaml:4:3: warning: upstream 'spare' is not used by any route",
+                "sluice.yaml:4:3: warning: upstream 'spare' is not used by any route or listener",
                 "sluice.yaml:9:5: warning: route 'one-product' can never match: route "
                 "'all-products' (line 6) matches every request it would",
                 "sluice.yaml:18:5: warning: route 'with-host' can never match: route "

@@ -335,6 +335,8 @@ TEST(Metrics, ExpositionParsesBackWithEveryFamilyOnce) {
   m->mqtt_message(0, MqttResult::Forwarded);
   m->mqtt_message(0, MqttResult::Forwarded);
   m->mqtt_message(0, MqttResult::Unrouted);
+  m->udp_dropped(0);
+  m->udp_dropped(0);
   registry.config_reload(ReloadResult::Success);
   registry.config_reload(ReloadResult::Failure);
   registry.config_reload(ReloadResult::Failure);
@@ -359,6 +361,7 @@ TEST(Metrics, ExpositionParsesBackWithEveryFamilyOnce) {
       {"sluice_retries_total", "counter"},
       {"sluice_config_reloads_total", "counter"},
       {"sluice_mqtt_messages_total", "counter"},
+      {"sluice_udp_datagrams_dropped_total", "counter"},
       {"sluice_websocket_messages_total", "counter"}};
   EXPECT_EQ(p.type_of, kTypes);
 
@@ -414,6 +417,8 @@ TEST(Metrics, ExpositionParsesBackWithEveryFamilyOnce) {
   EXPECT_EQ(p.value("sluice_mqtt_messages_total", {{"listener", "web"}, {"result", "unrouted"}}),
             1);
   EXPECT_EQ(p.count("sluice_mqtt_messages_total"), 2u);  // zero rows are not written
+  EXPECT_EQ(p.value("sluice_udp_datagrams_dropped_total", {{"listener", "web"}}), 2);
+  EXPECT_EQ(p.count("sluice_udp_datagrams_dropped_total"), 1u);
   EXPECT_EQ(p.value("sluice_websocket_messages_total", {{"route", "api"}}), 1);
 }
 
@@ -421,7 +426,7 @@ TEST(Metrics, EmptyRegistryWritesEveryFamilyHeaderAndValidText) {
   Registry registry;
   const Parsed p = parse(registry.prometheus());
   EXPECT_TRUE(p.errors.empty()) << ::testing::PrintToString(p.errors);
-  EXPECT_EQ(p.type.size(), 16u);
+  EXPECT_EQ(p.type.size(), 17u);
   EXPECT_EQ(p.value("sluice_config_reloads_total", {{"result", "success"}}), 0);
 }
 
@@ -494,7 +499,7 @@ TEST(Metrics, MemoryPerWorkerFollowsTheLayout) {
   }
   for (int i = 0; i < 4; ++i) listeners.push_back("l" + std::to_string(i));
   WorkerMetrics m(make_layout(routes, upstreams, targets, listeners));
-  const size_t counters = 101 * 14 + 5 * 8 + 21 * 4 + (20 * 6 + 1) * 6;
+  const size_t counters = 101 * 14 + 5 * 9 + 21 * 4 + (20 * 6 + 1) * 6;
   const size_t expected = (counters + 7) / 8 * 64 + size_t{101 + 21} * 128;
   EXPECT_EQ(m.memory_bytes(), expected);
   EXPECT_EQ(sizeof(Histogram), 128u);
