@@ -101,7 +101,7 @@ int run_demo(int port, int workers, int mqtt_port) {
   }
   std::string yaml = fmt::format(R"(# sluice demo: built-in config
 listeners:
-  - {{ name: web, listen: 127.0.0.1:{0} }}
+  - {{ name: web, listen: 127.0.0.1:{0}, http2: true }}
 {4}log: {{ access: stdout, access_format: json, error: stderr, level: info }}
 upstreams:
   demo:

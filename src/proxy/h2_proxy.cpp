@@ -751,6 +751,7 @@ class Upstream final : public Connection<h2::ClientSession>,
     bool chunked = false;        // the response goes into the lane chunked
     bool trailers_sent = false;  // the last chunk is out
     bool head_request = false;   // HEAD: a content-length says nothing about a body
+    bool answered = false;       // the response head arrived
     bool done = false;           // the response ended
     bool closed = false;
     uint64_t unconsumed = 0;
@@ -768,6 +769,7 @@ class Upstream final : public Connection<h2::ClientSession>,
     auto it = streams_.find(id);
     if (it == streams_.end()) return;
     Stream& s = *it->second;
+    s.answered = true;
     std::string head;
     head.reserve(256);
     head += "HTTP/1.1 "sv;
@@ -837,12 +839,19 @@ class Upstream final : public Connection<h2::ClientSession>,
     if (it != streams_.end()) it->second->ready.notify();
   }
 
-  void on_stream_close(h2::StreamId id, h2::StreamEnd /*how*/, h2::ErrorCode /*code*/) override {
+  void on_stream_close(h2::StreamId id, h2::StreamEnd how, h2::ErrorCode code) override {
     auto it = streams_.find(id);
     if (it == streams_.end()) return;
     auto s = it->second;
     streams_.erase(it);
-    if (!s->done) {
+    if (!s->done && !s->answered && how == h2::StreamEnd::PeerReset &&
+        code == h2::ErrorCode::RefusedStream) {
+      // Not processed: forward() may retry it elsewhere, like a refused connect.
+      s->lane->in.fail(true, asio::error::connection_refused);
+      s->lane->out.close_reader();
+      s->closed = true;
+      s->ready.notify();
+    } else if (!s->done) {
       fail(*s);
     } else {
       s->closed = true;
@@ -912,8 +921,8 @@ class Upstream final : public Connection<h2::ClientSession>,
     auto opened = u.session_.submit_request(req, has_body ? h2::Body::Follows : h2::Body::None);
     --u.opening_;
     u.wake();
-    if (opened.result != h2::Submit::Ok) {
-      lane->in.fail(true);
+    if (opened.result != h2::Submit::Ok) {  // GOAWAY received, or the session is gone
+      lane->in.fail(true, asio::error::connection_refused);
       co_return;
     }
     auto sp = std::make_shared<Stream>(u.worker_.io().get_executor());

@@ -1918,6 +1918,11 @@ asio::awaitable<HttpSession::Next> HttpSession::forward(const CompiledUpstream& 
       if (ec) {
         last = up_wd_.expired() ? Error{Source::Upstream, ErrorKind::UpstreamTimeout}
                                 : Error{Source::Upstream, ErrorKind::UpstreamReset};
+        // An HTTP/2 stream the upstream refused unprocessed (REFUSED_STREAM, a GOAWAY race):
+        // nothing reached the application, as with a refused connect.
+        if (ec == asio::error::connection_refused && !got_bytes) {
+          last = Error{Source::Upstream, ErrorKind::ConnectRefused};
+        }
         break;
       }
       got_bytes = true;
@@ -1944,6 +1949,9 @@ asio::awaitable<HttpSession::Next> HttpSession::forward(const CompiledUpstream& 
       // (a 504 *answered by* the upstream is, when listed in `on`).
       bool on = last.kind == ErrorKind::UpstreamReset && rc.on_reset;
       if (on && replayable_now) continue;
+      if (last.kind == ErrorKind::ConnectRefused && rc.on_connect_failure && replay_ok) {
+        continue;  // (any method: the refused stream was not processed)
+      }
       break;
     }
     // A listed 5xx with tries left: drop this answer and try another target, but only when a

@@ -40,8 +40,9 @@ void Pipe::finish() {
   if (reader_waiting_) readable_.cancel();
 }
 
-void Pipe::fail(bool now) {
+void Pipe::fail(bool now, error_code why) {
   failed_ = true;
+  fail_ec_ = why;
   if (now) {
     const size_t dropped = unread();
     buf_.clear();
@@ -90,7 +91,7 @@ void Pipe::cancel(error_code&) {
 
 asio::awaitable<error_code> Pipe::wait_readable() {
   while (unread() == 0) {
-    if (failed_) co_return asio::error::connection_reset;
+    if (failed_) co_return fail_ec_;
     if (finished_ || reader_closed_) co_return asio::error::eof;
     reader_waiting_ = true;
     readable_.expires_at(std::chrono::steady_clock::time_point::max());

@@ -40,9 +40,9 @@ class Pipe {
   asio::awaitable<std::tuple<error_code, size_t>> write(std::span<const asio::const_buffer> bufs);
   // No more bytes: the consumer reads what is left, then eof.
   void finish();
-  // The stream broke: the consumer gets connection_reset once the bytes are read (at once when
-  // `now`), a waiting producer broken_pipe.
-  void fail(bool now = false);
+  // The stream broke: the consumer gets `why` (connection_reset) once the bytes are read (at once
+  // when `now`), a waiting producer broken_pipe.
+  void fail(bool now = false, error_code why = asio::error::connection_reset);
 
   // ---- consumer ----
   // At least one byte into `b`, or eof / connection_reset / operation_aborted.
@@ -83,6 +83,7 @@ class Pipe {
   bool cancel_writer_ = false;
   bool finished_ = false;
   bool failed_ = false;
+  error_code fail_ec_;
   bool reader_closed_ = false;
 };
 

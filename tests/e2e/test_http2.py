@@ -935,3 +935,28 @@ def test_other_connections_are_served_during_a_flood(gateway_factory, backend):
         done.wait(30)
         t.join(5)
     assert_serves_fresh_connections(gw)
+
+
+def test_a_stream_the_upstream_refused_is_retried_on_another_target_even_for_post(
+        gateway_factory, h2_backend_factory):
+    # REFUSED_STREAM means "not processed" (RFC 9113 8.7): like a refused connect, it may go to
+    # another target whatever the method. The other statuses of a reset are not retried for POST.
+    refusing = h2_backend_factory("refusing")
+    refusing.handler = lambda q: H2Reply(reset=int(h2.errors.ErrorCodes.REFUSED_STREAM))
+    good = h2_backend_factory("good")
+    gw = start_gateway(gateway_factory,
+                       {"app": {"targets": [refusing.address, good.address], "protocol": "h2c",
+                                "balance": "round_robin",
+                                "retries": {"attempts": 1, "on": ["connect_failure"]},
+                                "outlier": {"consecutive_failures": 0}}},
+                       catch_all())
+    with H2Client(gw.port) as c:
+        # (with a content-length the body is kept for a retry; a body of unknown length streams
+        # full duplex and is not retried, docs/configuration.md)
+        for i in range(4):  # round robin: half of them go to the refusing target first
+            res = c.request("POST", f"/p{i}", body=b"payload", headers=[("content-length", "7")])
+            assert res.status == 200, (i, res.status, res.reset, res.body[:200])
+            assert res.json()["path"] == f"/p{i}"
+    assert len(refusing.requests) >= 1  # it was asked, and refused
+    assert sorted(r.path for r in good.requests) == [f"/p{i}" for i in range(4)]
+    assert all(r.body == b"payload" for r in good.requests)
