@@ -937,3 +937,32 @@ def test_the_l4_front_example_topology_runs_and_the_backend_sees_the_client(gate
     assert all(r.header("x-forwarded-for") == "127.0.0.5" for r in got)
     lines = tcp_lines(front, 8)
     assert {line["target"] for line in lines} == {f"127.0.0.1:{ports[8101]}", f"127.0.0.1:{ports[8102]}"}
+
+
+def test_http2_clients_keep_their_address_through_l4_to_an_http2_gateway(gateway_factory, backend):
+    """client (127.0.0.5, h2c prior knowledge, curl) -> L4 sluice (PROXY v2 out) -> L7 sluice
+    (`http2: true`, `proxy_protocol: true`) -> HTTP/1.1 backend: the PROXY header comes before
+    the HTTP/2 preface, and the streams carry the original client."""
+    l7_port = free_port()
+    l7 = gateway_factory({
+        "listeners": [{"name": "web", "listen": f"{HOST}:{l7_port}", "proxy_protocol": True,
+                       "http2": True}],
+        "workers": 1, "shutdown_timeout": "5s",
+        "log": {"access": "stdout", "error": "stderr", "level": "info"},
+        "upstreams": {"app": [backend.address]},
+        "routes": [{"match": {"path": "/"}, "upstream": "app"}]}, port=l7_port)
+    cfg, port, admin = tcp_config({"targets": [f"{HOST}:{l7_port}"], "proxy_protocol": "v2"})
+    gateway_factory(cfg, port=admin)
+    # (one curl per request: curl 7.88 does not send a second request on a reused h2c prior-
+    # knowledge connection, against nginx either; streams per connection are test_http2.py's)
+    for path in ("/one", "/two"):
+        out = subprocess.run(
+            ["curl", "-s", "--max-time", "10", "--interface", "127.0.0.5",
+             "--http2-prior-knowledge", "-o", "/dev/null", "-w", "%{http_version} %{http_code}",
+             f"http://{HOST}:{port}{path}"], capture_output=True, text=True, timeout=20)
+        assert out.stdout == "2 200", (path, out.stdout, out.stderr)
+    reqs = backend.wait_proxied(2)
+    assert sorted(r.path for r in reqs) == ["/one", "/two"]
+    assert all(r.header("x-forwarded-for") == "127.0.0.5" for r in reqs)
+    lines = [line for line in l7.wait_access_log(2) if line.get("path") in ("/one", "/two")]
+    assert {(line["client_ip"], line["protocol"]) for line in lines} == {("127.0.0.5", "HTTP/2")}
