@@ -119,6 +119,58 @@ class Signal {
   bool notified_ = false;
 };
 
+// Sends an HTTP/1 body arriving in `pipe` (its first bytes already in `buf`) as a stream's DATA:
+// `send(data, end)` submits (an awaitable: it waits while the stream's buffer is full; false: the
+// stream is gone), `trailers(fields)` ends the body with trailers (false: the stream is gone).
+// Content-length, close-delimited and chunked bodies; a chunked trailer section becomes HTTP/2
+// trailers. False: the body broke off or the stream is gone.
+template <class Send, class Trailers>
+asio::awaitable<bool> relay_body(server::Pipe& pipe, std::string& buf, http::BodyKind kind,
+                                 uint64_t length, Send send, Trailers trailers) {
+  if (kind == http::BodyKind::Length || kind == http::BodyKind::UntilClose) {
+    uint64_t remaining = length;
+    for (;;) {
+      if (kind == http::BodyKind::Length && remaining == 0) co_return co_await send({}, true);
+      if (buf.empty()) {
+        error_code ec = co_await pipe.take(buf);
+        if (ec == asio::error::eof && kind == http::BodyKind::UntilClose) {
+          co_return co_await send({}, true);
+        }
+        if (ec) co_return false;
+      }
+      size_t n = buf.size();
+      if (kind == http::BodyKind::Length) n = static_cast<size_t>(std::min<uint64_t>(n, remaining));
+      n = std::min(n, kMaxPiece);
+      remaining -= std::min<uint64_t>(remaining, n);
+      const bool end = kind == http::BodyKind::Length && remaining == 0;
+      const bool ok = co_await send(std::string_view(buf).substr(0, n), end);
+      buf.erase(0, n);
+      if (!ok || end) co_return ok;
+    }
+  }
+  if (kind != http::BodyKind::Chunked) co_return true;  // no body
+  http::ChunkedDecoder decoder;
+  decoder.keep_trailers(true);
+  std::vector<std::string_view> pieces;
+  for (;;) {
+    if (!buf.empty()) {
+      pieces.clear();
+      auto r = decoder.feed(buf, pieces);
+      if (r.error) co_return false;
+      for (auto p : pieces) {
+        if (!p.empty() && !co_await send(p, false)) co_return false;
+      }
+      buf.erase(0, r.consumed);
+      if (decoder.done()) {
+        std::string lines = http::permitted_trailers(decoder.trailers());
+        if (lines.empty()) co_return co_await send({}, true);
+        co_return trailers(parse_trailer_lines(lines));
+      }
+    }
+    if (co_await pipe.take(buf)) co_return false;
+  }
+}
+
 // The byte-moving half shared by both roles: a reader feeding receive(), a writer draining
 // pending_output() whenever something was submitted.
 template <class Session>
@@ -506,72 +558,15 @@ class Downstream final : public Connection<h2::ServerSession>,
       co_return;
     }
     const http::BodyKind kind = has_body ? head.body_kind : http::BodyKind::None;
-    uint64_t remaining = head.content_length;
     buf.erase(0, head_len);
-    bool ok = true;
-    if (kind == http::BodyKind::Length || kind == http::BodyKind::UntilClose) {
-      for (;;) {
-        if (kind == http::BodyKind::Length && remaining == 0) {
-          ok = co_await d.send(s, {}, true);
-          break;
-        }
-        if (buf.empty()) {
-          error_code ec = co_await lane.out.take(buf);
-          if (ec == asio::error::eof && kind == http::BodyKind::UntilClose) {
-            ok = co_await d.send(s, {}, true);
-            break;
-          }
-          if (ec) {
-            ok = false;
-            break;
-          }
-        }
-        size_t n = buf.size();
-        if (kind == http::BodyKind::Length)
-          n = static_cast<size_t>(std::min<uint64_t>(n, remaining));
-        n = std::min(n, kMaxPiece);
-        remaining -= std::min<uint64_t>(remaining, n);
-        const bool end = kind == http::BodyKind::Length && remaining == 0;
-        ok = co_await d.send(s, std::string_view(buf).substr(0, n), end);
-        buf.erase(0, n);
-        if (!ok || end) break;
-      }
-    } else if (kind == http::BodyKind::Chunked) {
-      http::ChunkedDecoder decoder;
-      decoder.keep_trailers(true);
-      std::vector<std::string_view> pieces;
-      for (;;) {
-        if (!buf.empty()) {
-          pieces.clear();
-          auto r = decoder.feed(buf, pieces);
-          if (r.error) {
-            ok = false;
-            break;
-          }
-          for (auto p : pieces) {
-            if (p.empty()) continue;
-            if (!(ok = co_await d.send(s, p, false))) break;
-          }
-          buf.erase(0, r.consumed);
-          if (!ok) break;
-          if (decoder.done()) {
-            std::string lines = http::permitted_trailers(decoder.trailers());
-            if (lines.empty()) {
-              ok = co_await d.send(s, {}, true);
-            } else {
-              auto trailers = parse_trailer_lines(lines);
-              ok = !s.closed && d.session_.submit_trailers(s.id, trailers) == h2::Submit::Ok;
-              d.wake();
-            }
-            break;
-          }
-        }
-        if (error_code ec = co_await lane.out.take(buf)) {
-          ok = false;
-          break;
-        }
-      }
-    }
+    const bool ok = co_await relay_body(
+        lane.out, buf, kind, head.content_length,
+        [&](std::string_view data, bool end) { return d.send(s, data, end); },
+        [&](std::span<const http::Header> fields) {
+          const bool sent = !s.closed && d.session_.submit_trailers(s.id, fields) == h2::Submit::Ok;
+          d.wake();
+          return sent;
+        });
     if (!ok) {
       if (!s.closed) {
         d.session_.reset_stream(s.id, h2::ErrorCode::InternalError);
@@ -955,59 +950,15 @@ class Upstream final : public Connection<h2::ClientSession>,
       up->wake();
     };
     if (!has_body) co_return;
-    const http::BodyKind kind = head.body_kind;
-    uint64_t remaining = head.content_length;
     buf.erase(0, head_len);
-    bool ok = true;
-    if (kind == http::BodyKind::Length) {
-      while (ok && remaining > 0) {
-        if (buf.empty()) {
-          if (co_await lane->out.take(buf)) {
-            ok = false;
-            break;
-          }
-        }
-        size_t n = static_cast<size_t>(std::min<uint64_t>({buf.size(), remaining, kMaxPiece}));
-        remaining -= n;
-        ok = co_await u.send(s, std::string_view(buf).substr(0, n), remaining == 0);
-        buf.erase(0, n);
-      }
-    } else {
-      http::ChunkedDecoder decoder;
-      decoder.keep_trailers(true);
-      std::vector<std::string_view> pieces;
-      for (;;) {
-        if (!buf.empty()) {
-          pieces.clear();
-          auto r = decoder.feed(buf, pieces);
-          if (r.error) {
-            ok = false;
-            break;
-          }
-          for (auto p : pieces) {
-            if (p.empty()) continue;
-            if (!(ok = co_await u.send(s, p, false))) break;
-          }
-          buf.erase(0, r.consumed);
-          if (!ok) break;
-          if (decoder.done()) {
-            std::string lines = http::permitted_trailers(decoder.trailers());
-            if (lines.empty()) {
-              ok = co_await u.send(s, {}, true);
-            } else {
-              auto trailers = parse_trailer_lines(lines);
-              ok = !s.closed && u.session_.submit_trailers(s.id, trailers) == h2::Submit::Ok;
-              u.wake();
-            }
-            break;
-          }
-        }
-        if (co_await lane->out.take(buf)) {
-          ok = false;
-          break;
-        }
-      }
-    }
+    const bool ok = co_await relay_body(
+        lane->out, buf, head.body_kind, head.content_length,
+        [&](std::string_view data, bool end) { return u.send(s, data, end); },
+        [&](std::span<const http::Header> fields) {
+          const bool sent = !s.closed && u.session_.submit_trailers(s.id, fields) == h2::Submit::Ok;
+          u.wake();
+          return sent;
+        });
     if (!ok && !s.closed) {
       u.session_.reset_stream(s.id, h2::ErrorCode::Cancel);
       u.wake();
