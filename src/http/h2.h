@@ -45,7 +45,8 @@
 //
 // Abuse limits and where each comes from (see Limits for the values):
 //  - concurrent streams: nghttp2 (our SETTINGS_MAX_CONCURRENT_STREAMS; more -> RST_STREAM
-//    REFUSED_STREAM, the owner never sees them).
+//    REFUSED_STREAM while the peer has not acknowledged the setting, a connection error -
+//    GOAWAY PROTOCOL_ERROR - once it has; the owner never sees them).
 //  - header list size: this file (SETTINGS_MAX_HEADER_LIST_SIZE is advisory to nghttp2; we count
 //    name + value + 32 per field, RFC 9113 6.5.2): a request head over it is answered 431 here,
 //    trailers / a response head over it reset the stream.

@@ -45,24 +45,50 @@ void append_hex(std::string& out, uint64_t v) {
   while (n > 0) out += buf[--n];
 }
 
-// A chunk of a chunked HTTP/1 body.
-void append_chunk(std::string& out, std::string_view data) {
-  append_hex(out, data.size());
-  out += "\r\n"sv;
-  out += data;
-  out += "\r\n"sv;
+// A piece of a stream's body into the lane: as it is, or as one chunk of a chunked body.
+void push_body(server::Pipe& in, std::string_view data, bool chunked) {
+  if (!chunked) {
+    in.push(data);
+    return;
+  }
+  std::string chunk;
+  chunk.reserve(data.size() + 20);
+  append_hex(chunk, data.size());
+  chunk += "\r\n"sv;
+  chunk += data;
+  chunk += "\r\n"sv;
+  in.push(chunk);
 }
 
-// The last chunk with `fields` as its trailer section.
-void append_last_chunk(std::string& out, std::span<const http::Header> fields) {
-  out += "0\r\n"sv;
+// The last chunk of a chunked body, with `fields` as its trailer section.
+void push_last_chunk(server::Pipe& in, std::span<const http::Header> fields) {
+  std::string last = "0\r\n";
   for (const auto& f : fields) {
-    out += f.name;
-    out += ": "sv;
-    out += f.value;
-    out += "\r\n"sv;
+    last += f.name;
+    last += ": "sv;
+    last += f.value;
+    last += "\r\n"sv;
   }
-  out += "\r\n"sv;
+  last += "\r\n"sv;
+  in.push(last);
+}
+
+// Flow control for a body going into `pipe`: as the lane's reader takes bytes, the stream's
+// window is reopened (owner->credit) for the body bytes that have left the pipe. Body bytes still
+// in it are at most what is unread there (framing included), so window is never reopened for
+// bytes that are still buffered.
+template <class Owner, class StreamT>
+void credit_on_read(server::Pipe& pipe, std::weak_ptr<Owner> owner, std::weak_ptr<StreamT> stream) {
+  server::Pipe* p = &pipe;
+  pipe.on_consumed = [p, owner = std::move(owner), stream = std::move(stream)](size_t) {
+    auto o = owner.lock();
+    auto st = stream.lock();
+    if (!o || !st || st->closed || st->unconsumed == 0) return;
+    const uint64_t k = st->unconsumed - std::min<uint64_t>(st->unconsumed, p->unread());
+    if (k == 0) return;
+    st->unconsumed -= k;
+    o->credit(st->id, static_cast<size_t>(k));
+  };
 }
 
 // Trailer field lines ("name: value\r\n"...) as headers pointing into `lines`.
@@ -251,6 +277,12 @@ class Downstream final : public Connection<h2::ServerSession>,
   }
   ~Downstream() override { worker_.remove_session(this); }
 
+  // credit_on_read: the lane's reader took `n` body bytes of `stream`.
+  void credit(h2::StreamId stream, size_t n) {
+    session_.consume(stream, n);
+    wake();
+  }
+
   void on_drain() override {
     session_.shutdown();
     wake();
@@ -380,21 +412,7 @@ class Downstream final : public Connection<h2::ServerSession>,
     s->request_done = body == h2::Body::None;
     s->lane->in.push(head);
     // Flow control: body bytes are consumed as the session reads them from the lane.
-    std::weak_ptr<Stream> weak = s;
-    std::weak_ptr<Downstream> weak_self = weak_from_this();
-    server::Pipe* pipe = &s->lane->in;
-    pipe->on_consumed = [weak_self, weak, pipe](size_t) {
-      auto self = weak_self.lock();
-      auto st = weak.lock();
-      if (!self || !st || st->closed || st->unconsumed == 0) return;
-      // Body bytes still in the pipe are at most what is unread there (framing included), so
-      // crediting the rest never reopens window for bytes that are still buffered.
-      uint64_t k = st->unconsumed - std::min<uint64_t>(st->unconsumed, pipe->unread());
-      if (k == 0) return;
-      st->unconsumed -= k;
-      self->session_.consume(st->id, static_cast<size_t>(k));
-      self->wake();
-    };
+    credit_on_read(s->lane->in, weak_from_this(), std::weak_ptr<Stream>(s));
     streams_[id] = s;
     if (fresh) {
       DownstreamInfo info = info_;
@@ -416,14 +434,7 @@ class Downstream final : public Connection<h2::ServerSession>,
       return;
     }
     s.unconsumed += data.size();
-    if (s.chunked) {
-      std::string chunk;
-      chunk.reserve(data.size() + 16);
-      append_chunk(chunk, data);
-      s.lane->in.push(chunk);
-    } else {
-      s.lane->in.push(data);
-    }
+    push_body(s.lane->in, data, s.chunked);
   }
 
   void on_trailers(h2::StreamId id, std::span<const http::Header> fields) override {
@@ -431,9 +442,7 @@ class Downstream final : public Connection<h2::ServerSession>,
     if (it == streams_.end()) return;
     Stream& s = *it->second;
     if (!s.chunked) return;  // a body with content-length: no place for trailers in HTTP/1
-    std::string last;
-    append_last_chunk(last, fields);
-    s.lane->in.push(last);
+    push_last_chunk(s.lane->in, fields);
     s.chunked = false;  // the last chunk is out
   }
 
@@ -730,6 +739,12 @@ class Upstream final : public Connection<h2::ClientSession>,
     if (list.empty()) t_upstreams.erase(key_);
   }
 
+  // credit_on_read: forward() took `n` body bytes of `stream`'s answer.
+  void credit(h2::StreamId stream, size_t n) {
+    session_.consume(stream, n);
+    wake();
+  }
+
   // A new stream for the HTTP/1 request forward() writes into `lane`.
   void start_stream(std::shared_ptr<Lane> lane) {
     ++opening_;
@@ -799,14 +814,7 @@ class Upstream final : public Connection<h2::ClientSession>,
       return;
     }
     s.unconsumed += data.size();
-    if (s.chunked) {
-      std::string chunk;
-      chunk.reserve(data.size() + 16);
-      append_chunk(chunk, data);
-      s.lane->in.push(chunk);
-    } else {
-      s.lane->in.push(data);
-    }
+    push_body(s.lane->in, data, s.chunked);
   }
 
   void on_trailers(h2::StreamId id, std::span<const http::Header> fields) override {
@@ -814,9 +822,7 @@ class Upstream final : public Connection<h2::ClientSession>,
     if (it == streams_.end()) return;
     Stream& s = *it->second;
     if (!s.chunked) return;
-    std::string last;
-    append_last_chunk(last, fields);
-    s.lane->in.push(last);
+    push_last_chunk(s.lane->in, fields);
     s.trailers_sent = true;
   }
 
@@ -937,18 +943,7 @@ class Upstream final : public Connection<h2::ClientSession>,
       up->session_.reset_stream(st->id, h2::ErrorCode::Cancel);
       up->wake();
     };
-    lane->in.on_consumed = [weak_up, weak](size_t n) {
-      auto up = weak_up.lock();
-      auto st = weak.lock();
-      if (!up || !st || st->closed || st->unconsumed == 0) return;
-      n = static_cast<size_t>(st->unconsumed -
-                              std::min<uint64_t>(st->unconsumed, st->lane->in.unread()));
-      if (n == 0) return;
-      size_t k = static_cast<size_t>(std::min<uint64_t>(n, st->unconsumed));
-      st->unconsumed -= k;
-      up->session_.consume(st->id, k);
-      up->wake();
-    };
+    credit_on_read(lane->in, weak_up, weak);
     if (!has_body) co_return;
     buf.erase(0, head_len);
     const bool ok = co_await relay_body(

@@ -543,7 +543,7 @@ class HttpSession final : public server::Session {
     }
     worker_.add_session(this);
   }
-  // One HTTP/2 stream after another, carried over `lane` (h2_downstream.cpp): the connection's
+  // One HTTP/2 stream after another, carried over `lane` (h2_proxy.cpp): the connection's
   // client address, TLS and identity come from the HTTP/2 connection.
   HttpSession(Worker& worker, std::shared_ptr<server::Lane> lane, std::string listener,
               const DownstreamInfo& info)
@@ -834,7 +834,7 @@ asio::awaitable<void> HttpSession::run() {
     if (!co_await read_head()) break;
     refresh_snapshot();
     Next next = co_await handle();
-    co_await join_pump();
+    if (pump_) co_await join_pump();  // (no coroutine frame per request otherwise)
     if (next == Next::Close || close_after_ || worker_.draining()) break;
     release_buffer_if_idle();
   }

@@ -2,7 +2,7 @@
 // no system call. HTTP/2 uses it to run each stream through the HTTP/1 exchange pipeline
 // (http_session.cpp) unchanged: the HTTP/2 side writes the stream's request as HTTP/1 bytes into
 // the lane, the HTTP/1 side answers into it, and the HTTP/2 side turns the answer back into
-// frames. Upstream HTTP/2 works the same way round (h2_upstream.cpp).
+// frames. Upstream HTTP/2 works the same way round (proxy/h2_proxy.cpp).
 //
 //   auto lane = std::make_shared<Lane>(executor);
 //   lane->in.push("GET / HTTP/1.1\r\nhost: a\r\n\r\n");     // the HTTP/2 side
